@@ -1,0 +1,770 @@
+//! Configuration: distribution's YAML file format and `REGISTRY_*`
+//! environment overrides, with the same key names, so that an existing
+//! `config.yml` and `docker run -e REGISTRY_…` setup keep working.
+//!
+//! Loading is two steps: the YAML document (or an empty one) is overlaid
+//! with the environment, then read into [`RawConfig`], which mirrors
+//! distribution's keys; unknown keys are collected and warned about. The
+//! raw form is then resolved into [`Config`], the typed settings the
+//! registry runs with.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml_ng::{Mapping, Value};
+
+/// Settings the registry runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log_level: String,
+    pub log_json: bool,
+    pub access_log: bool,
+    pub root_directory: PathBuf,
+    pub delete_enabled: bool,
+    pub read_only: bool,
+    /// Where to listen; `None` host means every interface.
+    pub addr: ListenAddr,
+    pub tls: Option<TlsConfig>,
+    /// Extra headers set on every response (`http.headers`).
+    pub headers: Vec<(String, String)>,
+    pub drain_timeout: Duration,
+    pub auth: AuthConfig,
+    /// Keys of the file or environment that were not understood.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `:PORT`: every interface, IPv6 and IPv4.
+    AnyHost(u16),
+    Socket(SocketAddr),
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    None,
+    Htpasswd { realm: String, path: PathBuf },
+    Token(TokenAuthConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAuthConfig {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// PEM certificates (or public keys) of trusted issuers.
+    pub rootcertbundle: Option<PathBuf>,
+    /// A JWKS file of trusted keys.
+    pub jwks: Option<PathBuf>,
+    /// A JWKS URL fetched at start and again on an unknown `kid`.
+    pub jwks_url: Option<String>,
+}
+
+/// Default storage root when nothing is configured.
+pub const DEFAULT_ROOT: &str = "./data/registry";
+/// Default port when nothing is configured.
+pub const DEFAULT_PORT: u16 = 5000;
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("configuration is not valid YAML: {0}")]
+    Yaml(String),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+// ----- the raw form: distribution's keys -----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub version: Option<Value>,
+    pub log: RawLog,
+    pub storage: Option<RawStorage>,
+    pub http: RawHttp,
+    pub auth: Option<BTreeMap<String, Value>>,
+    // Accepted as distribution's stock config.yml carries them; nothing for
+    // us to do with them.
+    pub health: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawLog {
+    pub level: Option<String>,
+    pub formatter: Option<String>,
+    pub accesslog: RawAccessLog,
+    pub fields: Option<Value>,
+    pub hooks: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAccessLog {
+    pub disabled: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawStorage {
+    pub filesystem: Option<RawFilesystem>,
+    pub delete: RawEnabled,
+    pub maintenance: RawMaintenance,
+    pub cache: Option<Value>,
+    pub redirect: Option<Value>,
+    // Other drivers are recognised so that the error names them.
+    pub s3: Option<Value>,
+    pub azure: Option<Value>,
+    pub gcs: Option<Value>,
+    pub inmemory: Option<Value>,
+    pub swift: Option<Value>,
+    pub oss: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawFilesystem {
+    pub rootdirectory: Option<PathBuf>,
+    pub maxthreads: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawEnabled {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawMaintenance {
+    pub uploadpurging: Option<Value>,
+    pub readonly: RawEnabled,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawHttp {
+    pub addr: Option<String>,
+    pub net: Option<String>,
+    pub prefix: Option<String>,
+    pub host: Option<String>,
+    pub secret: Option<String>,
+    pub relativeurls: Option<bool>,
+    pub draintimeout: Option<String>,
+    pub tls: Option<RawTls>,
+    pub headers: Option<BTreeMap<String, Value>>,
+    pub debug: Option<Value>,
+    pub http2: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTls {
+    pub certificate: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub clientcas: Option<Value>,
+    pub minimumtls: Option<String>,
+    pub letsencrypt: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawHtpasswd {
+    realm: Option<String>,
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawToken {
+    realm: Option<String>,
+    service: Option<String>,
+    issuer: Option<String>,
+    rootcertbundle: Option<PathBuf>,
+    jwks: Option<PathBuf>,
+    jwksurl: Option<String>,
+    autoredirect: Option<bool>,
+    signingalgorithms: Option<Value>,
+}
+
+// ----- loading -----
+
+impl Config {
+    /// Loads `file` (or nothing) overlaid with `env` (`REGISTRY_*` pairs).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(p) => {
+                std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.to_owned(), e))?
+            }
+            None => String::new(),
+        };
+        Config::from_yaml(&text, env)
+    }
+
+    /// Parses YAML `text` overlaid with `env`.
+    pub fn from_yaml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut doc: Value = if text.trim().is_empty() {
+            Value::Mapping(Mapping::new())
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?
+        };
+        if !doc.is_mapping() {
+            return Err(ConfigError::Yaml("the document must be a mapping".into()));
+        }
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        // Shorter keys first, so `REGISTRY_AUTH=htpasswd` is applied before
+        // `REGISTRY_AUTH_HTPASSWD_PATH` refines it.
+        env.sort_by_key(|(k, _)| k.len());
+        for (key, value) in env {
+            if let Some(path) = key.strip_prefix("REGISTRY_") {
+                if path == "CONFIGURATION_PATH" {
+                    continue;
+                }
+                overlay(&mut doc, path, &value);
+            }
+        }
+        let mut warnings = Vec::new();
+        let raw: RawConfig = serde_ignored::deserialize(doc, |path| {
+            warnings.push(format!("unknown configuration key {path} is ignored"));
+        })
+        .map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        resolve(raw, warnings)
+    }
+}
+
+/// Sets the key named by an environment variable (`HTTP_TLS_KEY` →
+/// `http.tls.key`), matching existing keys case-insensitively. A scalar met
+/// on the way (`auth: htpasswd` from `REGISTRY_AUTH=htpasswd`) becomes a
+/// mapping with that one key, the way distribution reads it.
+fn overlay(doc: &mut Value, env_path: &str, value: &str) {
+    let segments: Vec<String> = env_path.split('_').map(str::to_ascii_lowercase).collect();
+    let mut node = doc;
+    for (i, seg) in segments.iter().enumerate() {
+        if let Value::String(s) = node {
+            let mut m = Mapping::new();
+            m.insert(
+                Value::String(s.to_ascii_lowercase()),
+                Value::Mapping(Mapping::new()),
+            );
+            *node = Value::Mapping(m);
+        }
+        if !node.is_mapping() {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let Value::Mapping(map) = node else {
+            unreachable!("made a mapping above")
+        };
+        let key = map
+            .keys()
+            .find(|k| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(seg)))
+            .cloned()
+            .unwrap_or_else(|| Value::String(seg.clone()));
+        let last = i == segments.len() - 1;
+        if last {
+            let mut parsed = parse_env_value(value);
+            // Sections keyed by a type name: `REGISTRY_AUTH=token` means
+            // `auth: {token: {}}`, as in distribution.
+            if let (1, "auth" | "storage", Value::String(kind)) =
+                (segments.len(), seg.as_str(), &parsed)
+            {
+                let mut m = Mapping::new();
+                m.insert(
+                    Value::String(kind.to_ascii_lowercase()),
+                    Value::Mapping(Mapping::new()),
+                );
+                parsed = Value::Mapping(m);
+            }
+            // `REGISTRY_AUTH=htpasswd` names the auth type: keep any settings
+            // of that type already given by the file.
+            let keep_existing = match (map.get(&key), &parsed) {
+                (Some(Value::Mapping(old)), Value::Mapping(new)) => {
+                    new.len() == 1 && old.len() == 1 && new.keys().all(|k| old.contains_key(k))
+                }
+                _ => false,
+            };
+            if !keep_existing {
+                map.insert(key, parsed);
+            }
+            return;
+        }
+        node = map
+            .entry(key)
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+}
+
+/// An environment value read as a YAML scalar or flow sequence, so `true`,
+/// `5` and `[a, b]` get their types; anything else stays a string.
+fn parse_env_value(value: &str) -> Value {
+    match serde_yaml_ng::from_str::<Value>(value) {
+        Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::Sequence(_))) => v,
+        _ => Value::String(value.to_owned()),
+    }
+}
+
+fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigError> {
+    if let Some(v) = &raw.version {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        };
+        if v != "0.1" {
+            warnings.push(format!(
+                "configuration version {v:?} is not 0.1; reading it as 0.1"
+            ));
+        }
+    }
+    let log_level = raw
+        .log
+        .level
+        .clone()
+        .unwrap_or_else(|| "info".into())
+        .to_ascii_lowercase();
+    if !matches!(
+        log_level.as_str(),
+        "error" | "warn" | "info" | "debug" | "trace"
+    ) {
+        return Err(invalid(format!(
+            "log.level {log_level:?} is not one of error, warn, info, debug"
+        )));
+    }
+    let log_json = match raw.log.formatter.as_deref() {
+        None | Some("text") => false,
+        Some("json" | "logstash") => true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "log.formatter {other:?} is not text or json"
+            )));
+        }
+    };
+
+    let storage = raw.storage.unwrap_or_default();
+    for (driver, present) in [
+        ("s3", storage.s3.is_some()),
+        ("azure", storage.azure.is_some()),
+        ("gcs", storage.gcs.is_some()),
+        ("inmemory", storage.inmemory.is_some()),
+        ("swift", storage.swift.is_some()),
+        ("oss", storage.oss.is_some()),
+    ] {
+        if present {
+            return Err(invalid(format!(
+                "storage driver {driver} is not supported; use storage.filesystem"
+            )));
+        }
+    }
+    if storage.maintenance.uploadpurging.is_some() {
+        warnings.push(
+            "storage.maintenance.uploadpurging is ignored; run `registry gc` to purge old uploads"
+                .into(),
+        );
+    }
+    let root_directory = storage
+        .filesystem
+        .and_then(|f| f.rootdirectory)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+
+    let http = raw.http;
+    if let Some(net) = http.net.as_deref()
+        && net != "tcp"
+    {
+        return Err(invalid(format!(
+            "http.net {net:?} is not supported; use tcp"
+        )));
+    }
+    if let Some(prefix) = http.prefix.as_deref()
+        && !prefix.trim_matches('/').is_empty()
+    {
+        return Err(invalid(
+            "http.prefix is not supported; serve the registry at / (a proxy can map a prefix)",
+        ));
+    }
+    let addr = parse_addr(http.addr.as_deref().unwrap_or(""))?;
+    let tls = match http.tls {
+        Some(RawTls {
+            certificate: Some(certificate),
+            key: Some(key),
+            ..
+        }) => Some(TlsConfig { certificate, key }),
+        Some(RawTls {
+            certificate: None,
+            key: None,
+            letsencrypt: None,
+            ..
+        })
+        | None => None,
+        Some(RawTls {
+            letsencrypt: Some(_),
+            ..
+        }) => {
+            return Err(invalid(
+                "http.tls.letsencrypt is not supported; give certificate and key",
+            ));
+        }
+        Some(_) => return Err(invalid("http.tls needs both certificate and key")),
+    };
+    let mut headers = Vec::new();
+    for (name, value) in http.headers.unwrap_or_default() {
+        let values: Vec<String> = match value {
+            Value::Sequence(seq) => seq.iter().filter_map(scalar_string).collect(),
+            other => scalar_string(&other).into_iter().collect(),
+        };
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid(format!(
+                "http.headers: {name:?} is not a valid header name"
+            )));
+        }
+        for v in values {
+            if http::HeaderValue::from_str(&v).is_err() {
+                return Err(invalid(format!(
+                    "http.headers.{name}: {v:?} is not a valid header value"
+                )));
+            }
+            headers.push((name.clone(), v));
+        }
+    }
+    let drain_timeout = match http.draintimeout.as_deref() {
+        None | Some("") => Duration::from_secs(60),
+        Some(s) => parse_duration(s)
+            .ok_or_else(|| invalid(format!("http.draintimeout {s:?} is not a duration")))?,
+    };
+
+    let auth = resolve_auth(raw.auth, &mut warnings)?;
+    Ok(Config {
+        log_level,
+        log_json,
+        access_log: !raw.log.accesslog.disabled,
+        root_directory,
+        delete_enabled: storage.delete.enabled,
+        read_only: storage.maintenance.readonly.enabled,
+        addr,
+        tls,
+        headers,
+        drain_timeout,
+        auth,
+        warnings,
+    })
+}
+
+fn scalar_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn resolve_auth(
+    auth: Option<BTreeMap<String, Value>>,
+    warnings: &mut Vec<String>,
+) -> Result<AuthConfig, ConfigError> {
+    let Some(auth) = auth else {
+        return Ok(AuthConfig::None);
+    };
+    let mut kinds = auth.into_iter();
+    let Some((kind, settings)) = kinds.next() else {
+        return Ok(AuthConfig::None);
+    };
+    if let Some((other, _)) = kinds.next() {
+        return Err(invalid(format!(
+            "auth: only one method may be configured, found {kind} and {other}"
+        )));
+    }
+    let settings = if settings.is_null() {
+        Value::Mapping(Mapping::new())
+    } else {
+        settings
+    };
+    fn read<T: serde::de::DeserializeOwned>(
+        section: &str,
+        v: Value,
+        warnings: &mut Vec<String>,
+    ) -> Result<T, ConfigError> {
+        serde_ignored::deserialize(v, |p| {
+            warnings.push(format!(
+                "unknown configuration key auth.{section}.{p} is ignored"
+            ));
+        })
+        .map_err(|e: serde_yaml_ng::Error| invalid(format!("auth.{section}: {e}")))
+    }
+    match kind.as_str() {
+        "htpasswd" => {
+            let h: RawHtpasswd = read("htpasswd", settings, warnings)?;
+            let path = h
+                .path
+                .ok_or_else(|| invalid("auth.htpasswd.path is required"))?;
+            Ok(AuthConfig::Htpasswd {
+                realm: h.realm.unwrap_or_else(|| "Registry Realm".into()),
+                path,
+            })
+        }
+        "token" => {
+            let t: RawToken = read("token", settings, warnings)?;
+            if t.autoredirect.is_some() || t.signingalgorithms.is_some() {
+                warnings.push("auth.token.autoredirect and signingalgorithms are ignored".into());
+            }
+            let authd = token::DEFAULT_AUTHD_URL;
+            let jwks_url = match (&t.jwksurl, &t.rootcertbundle, &t.jwks) {
+                (Some(u), _, _) => Some(u.clone()),
+                // Keys from a file only, as configured.
+                (None, Some(_), _) | (None, _, Some(_)) => None,
+                (None, None, None) => Some(format!("{authd}{}", token::JWKS_PATH)),
+            };
+            Ok(AuthConfig::Token(TokenAuthConfig {
+                realm: t
+                    .realm
+                    .unwrap_or_else(|| format!("{authd}{}", token::TOKEN_PATH)),
+                service: t.service.unwrap_or_else(|| token::DEFAULT_SERVICE.into()),
+                issuer: t.issuer.unwrap_or_else(|| token::DEFAULT_ISSUER.into()),
+                rootcertbundle: t.rootcertbundle,
+                jwks: t.jwks,
+                jwks_url,
+            }))
+        }
+        "none" | "" => Ok(AuthConfig::None),
+        "silly" => Err(invalid(
+            "auth.silly is a development mode of distribution and is not supported",
+        )),
+        other => Err(invalid(format!(
+            "auth method {other:?} is not supported (htpasswd, token)"
+        ))),
+    }
+}
+
+/// `:5000`, `0.0.0.0:5000`, `[::1]:5000`, `localhost:5000`.
+fn parse_addr(s: &str) -> Result<ListenAddr, ConfigError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(ListenAddr::AnyHost(DEFAULT_PORT));
+    }
+    if let Some(port) = s.strip_prefix(':') {
+        return port
+            .parse()
+            .map(ListenAddr::AnyHost)
+            .map_err(|_| invalid(format!("http.addr {s:?}: bad port")));
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(ListenAddr::Socket(sa));
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port = port
+            .parse()
+            .map_err(|_| invalid(format!("http.addr {s:?}: bad port")))?;
+        return Ok(ListenAddr::Socket(SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    Err(invalid(format!(
+        "http.addr {s:?} is not HOST:PORT or :PORT"
+    )))
+}
+
+/// Go-style durations as distribution writes them: `60s`, `5m`, `1h30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ns" => n / 1e9,
+            "us" | "µs" => n / 1e6,
+            "ms" => n / 1e3,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return None,
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let c = Config::from_yaml("", env(&[])).unwrap();
+        assert_eq!(c.addr, ListenAddr::AnyHost(5000));
+        assert_eq!(c.root_directory, PathBuf::from("./data/registry"));
+        assert_eq!(c.auth, AuthConfig::None);
+        assert!(!c.delete_enabled && !c.read_only && c.access_log);
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn stock_registry2_config_loads_cleanly() {
+        let yaml = "version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+";
+        let c = Config::from_yaml(yaml, env(&[])).unwrap();
+        assert_eq!(c.root_directory, PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            c.headers,
+            vec![("X-Content-Type-Options".to_owned(), "nosniff".to_owned())]
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn env_overrides_like_distribution() {
+        let c = Config::from_yaml(
+            "storage:\n  filesystem:\n    rootdirectory: /x\n",
+            env(&[
+                ("REGISTRY_AUTH", "htpasswd"),
+                ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+                ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+                ("REGISTRY_HTTP_ADDR", "127.0.0.1:0"),
+                ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+                (
+                    "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                    "/var/lib/registry",
+                ),
+                ("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true"),
+                ("REGISTRY_LOG_ACCESSLOG_DISABLED", "true"),
+                (
+                    "REGISTRY_CONFIGURATION_PATH",
+                    "/etc/docker/registry/config.yml",
+                ),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::Htpasswd {
+                realm: "Registry Realm".into(),
+                path: "/auth/htpasswd".into()
+            }
+        );
+        assert_eq!(c.addr, ListenAddr::Socket("127.0.0.1:0".parse().unwrap()));
+        assert!(c.delete_enabled && c.read_only && !c.access_log);
+        assert_eq!(c.root_directory, PathBuf::from("/var/lib/registry"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn env_auth_type_keeps_file_settings() {
+        let c = Config::from_yaml(
+            "auth:\n  htpasswd:\n    realm: r\n    path: /p\n",
+            env(&[("REGISTRY_AUTH", "htpasswd")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::Htpasswd {
+                realm: "r".into(),
+                path: "/p".into()
+            }
+        );
+    }
+
+    #[test]
+    fn token_defaults_line_up_with_authd() {
+        let c = Config::from_yaml("", env(&[("REGISTRY_AUTH", "token")])).unwrap();
+        let AuthConfig::Token(t) = c.auth else {
+            panic!("token auth expected")
+        };
+        assert_eq!(t.realm, "http://127.0.0.1:5001/token");
+        assert_eq!(t.service, token::DEFAULT_SERVICE);
+        assert_eq!(t.issuer, token::DEFAULT_ISSUER);
+        assert_eq!(
+            t.jwks_url.as_deref(),
+            Some("http://127.0.0.1:5001/.well-known/jwks.json")
+        );
+        let c =
+            Config::from_yaml("auth:\n  token:\n    rootcertbundle: /c.pem\n", env(&[])).unwrap();
+        let AuthConfig::Token(t) = c.auth else {
+            panic!("token auth expected")
+        };
+        assert_eq!(t.jwks_url, None);
+    }
+
+    #[test]
+    fn unknown_keys_warn_and_bad_values_fail() {
+        let c = Config::from_yaml(
+            "frobnicate: 1\nhttp:\n  addr: :5001\n  bogus: x\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings.iter().any(|w| w.contains("frobnicate")));
+        assert!(c.warnings.iter().any(|w| w.contains("http.bogus")));
+        for bad in [
+            "storage:\n  s3:\n    bucket: x\n",
+            "http:\n  addr: nonsense\n",
+            "auth:\n  htpasswd:\n    realm: x\n",
+            "auth:\n  htpasswd: {path: /a}\n  token: {}\n",
+            "log:\n  level: loud\n",
+            "http:\n  tls:\n    certificate: /c\n",
+            "- a list\n",
+            "key: [unclosed\n",
+        ] {
+            assert!(Config::from_yaml(bad, env(&[])).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

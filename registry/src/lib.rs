@@ -1,0 +1,150 @@
+//! The registry: the OCI distribution API over distribution's on-disk
+//! layout. [`app`] builds the router from a state (tests use it without a
+//! socket); [`run`] serves it from a configuration until SIGTERM/SIGINT.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod oci;
+pub mod routes;
+pub mod state;
+pub mod storage;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+
+use crate::auth::{Authenticator, Htpasswd};
+use crate::config::{AuthConfig, Config, ListenAddr};
+use crate::state::{App, AppState};
+use crate::storage::{FsBackend, Storage};
+
+/// The registry's router over `state`.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Builds the shared state from a configuration: storage root, auth.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.root_directory)
+        .with_context(|| format!("creating storage root {}", config.root_directory.display()))?;
+    let authenticator = match &config.auth {
+        AuthConfig::None => Authenticator::None,
+        AuthConfig::Htpasswd { realm, path } => {
+            let (realm, path) = (realm.clone(), path.clone());
+            let h = tokio::task::spawn_blocking(move || Htpasswd::load(realm, path)).await??;
+            Authenticator::Htpasswd(Box::new(h))
+        }
+        AuthConfig::Token(_) => anyhow::bail!("token auth is not available in this build"),
+    };
+    let storage = Arc::new(Storage::new(FsBackend::new(&config.root_directory)));
+    Ok(AppState(Arc::new(App {
+        config,
+        storage,
+        authenticator,
+    })))
+}
+
+/// Sets up logging as configured (`log.level`, `log.formatter`).
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log_json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn bind(addr: &ListenAddr) -> anyhow::Result<TcpListener> {
+    let listener = match addr {
+        // Every interface: IPv6 with IPv4 mapped where the host has IPv6.
+        ListenAddr::AnyHost(port) => TcpListener::bind(SocketAddr::from(([0u16; 8], *port)))
+            .or_else(|_| TcpListener::bind(SocketAddr::from(([0u8; 4], *port)))),
+        ListenAddr::Socket(sa) => TcpListener::bind(sa),
+    }
+    .with_context(|| format!("listening on {addr:?}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves the registry until SIGTERM or SIGINT, then drains in-flight
+/// requests for up to `http.draintimeout`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let listener = bind(&config.addr)?;
+    let local = listener.local_addr()?;
+    let tls = config.tls.clone();
+    let drain = config.drain_timeout;
+    let state = build_state(config).await?;
+    let app = app(state);
+
+    let handle = axum_server::Handle::new();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // The one line on stdout: harnesses read the bound port from it.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {scheme}://{local}")?;
+    out.flush()?;
+    drop(out);
+    tracing::info!("registry listening on {scheme}://{local}");
+
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down; draining requests for up to {drain:?}");
+        shutdown.graceful_shutdown(Some(drain));
+    });
+    let service = app.into_make_service();
+    match tls {
+        Some(tls) => {
+            let rustls =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "loading TLS certificate {} and key {}",
+                            tls.certificate.display(),
+                            tls.key.display()
+                        )
+                    })?;
+            axum_server::from_tcp_rustls(listener, rustls)?
+                .handle(handle)
+                .serve(service)
+                .await?;
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(service)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

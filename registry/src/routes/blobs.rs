@@ -1,0 +1,189 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`: blob download (with
+//! `Range`) and removal from a repository.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::auth::Granted;
+use crate::error::{Error, ErrorCode, Result};
+use crate::oci::{Digest, RepoName};
+use crate::routes::{empty_response, headers as h};
+use crate::state::AppState;
+
+/// Bytes read from storage per chunk of a download.
+const READ_CHUNK: usize = 1024 * 1024;
+
+pub async fn get(
+    state: &AppState,
+    _: &Granted,
+    name: &RepoName,
+    digest: &Digest,
+    req_headers: &HeaderMap,
+    head: bool,
+) -> Result<Response> {
+    let range_header = req_headers
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (n, d) = (name.clone(), digest.clone());
+    if head {
+        let size = state.storage.run(move |s| s.stat_blob(&n, &d)).await?;
+        let size = size.ok_or_else(|| Error::blob_unknown(digest))?;
+        let mut resp = Response::new(Body::empty());
+        set_blob_headers(resp.headers_mut(), digest, size);
+        return Ok(resp);
+    }
+    let opened = state.storage.run(move |s| s.open_blob(&n, &d)).await?;
+    let (mut reader, size) = opened.ok_or_else(|| Error::blob_unknown(digest))?;
+    let (status, start, len) = match range_header.as_deref() {
+        None => (StatusCode::OK, 0, size),
+        Some(r) => match parse_range(r, size) {
+            Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+            None => {
+                return Err(Error::new(
+                    ErrorCode::RangeInvalid,
+                    format!("range {r:?} cannot be satisfied"),
+                )
+                .with_header(CONTENT_RANGE, &format!("bytes */{size}")));
+            }
+        },
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        if start > 0
+            && let Err(e) = reader.seek(SeekFrom::Start(start))
+        {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut remaining = len;
+        while remaining > 0 {
+            let want = READ_CHUNK.min(usize::try_from(remaining).unwrap_or(READ_CHUNK));
+            let mut buf = BytesMut::zeroed(want);
+            match reader.read(&mut buf) {
+                Ok(0) => {
+                    // The file shrank under us: end the body short, which the
+                    // client sees as a failed transfer, never as wrong data.
+                    let _ = tx.blocking_send(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob is shorter than its size",
+                    )));
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    remaining -= n as u64;
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        return; // client went away
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    set_blob_headers(headers, digest, len);
+    if status == StatusCode::PARTIAL_CONTENT {
+        h::set(
+            headers,
+            CONTENT_RANGE,
+            &format!("bytes {start}-{}/{size}", start + len - 1),
+        );
+    }
+    Ok(resp)
+}
+
+fn set_blob_headers(headers: &mut HeaderMap, digest: &Digest, len: u64) {
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Content-addressed: it never changes.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));
+    h::set(headers, ETAG, &format!("\"{digest}\""));
+    h::set_digest(headers, digest);
+}
+
+/// `bytes=start-end`, `bytes=start-` or `bytes=-suffix` (one range only),
+/// as an inclusive `(start, end)` within `size`.
+fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        let suffix: u64 = b.parse().ok()?;
+        if suffix == 0 {
+            return None;
+        }
+        (size.saturating_sub(suffix), size - 1)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end: u64 = if b.is_empty() {
+            size - 1
+        } else {
+            b.parse::<u64>().ok()?.min(size - 1)
+        };
+        (start, end)
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+pub async fn delete(
+    state: &AppState,
+    _: &Granted,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Response> {
+    if !state.config.delete_enabled {
+        return Err(Error::unsupported(
+            "deletes are disabled on this registry (storage.delete.enabled)",
+        ));
+    }
+    let (n, d) = (name.clone(), digest.clone());
+    if !state.storage.run(move |s| s.unlink_blob(&n, &d)).await? {
+        return Err(Error::blob_unknown(digest));
+    }
+    let mut headers = HeaderMap::new();
+    h::set_digest(&mut headers, digest);
+    Ok(empty_response(StatusCode::ACCEPTED, headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=-500", 100), Some((0, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=9-0", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=0-0", 0), None);
+        assert_eq!(parse_range("bytes=-0", 100), None);
+    }
+}

@@ -1,0 +1,304 @@
+//! The HTTP API: every route of the registry is listed here, and requests
+//! under `/v2/` are dispatched to one handler per resource after the
+//! caller was authorised for the action.
+//!
+//! One file per resource: `blobs`, `uploads`, `manifests`, `tags`,
+//! `catalog`, `referrers`; `path` parses the URL into an [`Endpoint`].
+
+mod blobs;
+mod catalog;
+mod manifests;
+pub mod path;
+mod referrers;
+mod tags;
+mod uploads;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+use token::Action;
+
+use crate::auth::{Caller, Requirement};
+use crate::error::{Error, ErrorCode, Result};
+use crate::state::AppState;
+pub use path::Endpoint;
+
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+const API_VERSION_VALUE: HeaderValue = HeaderValue::from_static("registry/2.0");
+
+/// The registry's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(dispatch))
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*rest}", any(dispatch))
+        .fallback(|| async {
+            Error::new(ErrorCode::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            common_headers,
+        ))
+        .with_state(state)
+}
+
+/// Headers on every response: the API version and the operator's
+/// `http.headers`; plus the access log line.
+async fn common_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert(API_VERSION, API_VERSION_VALUE);
+    for (name, value) in &state.config.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    if state.config.access_log {
+        tracing::info!(
+            target: "access",
+            %method,
+            path,
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+        );
+    }
+    resp
+}
+
+/// Entry point of every `/v2` request.
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    match route(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(state: AppState, req: Request) -> Result<Response> {
+    let (mut parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let rest = parts
+        .uri
+        .path()
+        .strip_prefix("/v2")
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_owned();
+    // CORS preflights carry no credentials; answer them with the
+    // configured headers (added by the middleware) and nothing else.
+    if method == Method::OPTIONS {
+        return Ok(StatusCode::OK.into_response());
+    }
+    let endpoint = path::parse(&rest)?;
+    let caller = <Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+        &mut parts, &state,
+    )
+    .await?;
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let headers = parts.headers;
+    let is_head = method == Method::HEAD;
+
+    use Endpoint as E;
+    let required: &[Action] = match (&endpoint, &method) {
+        (E::Base | E::Catalog, _) => &[],
+        (_, &Method::GET | &Method::HEAD) => &[Action::Pull],
+        (_, &Method::POST | &Method::PUT | &Method::PATCH) => &[Action::Pull, Action::Push],
+        (_, &Method::DELETE) => &[Action::Delete],
+        _ => &[],
+    };
+    let allowed: &[Method] = match &endpoint {
+        E::Base | E::Catalog | E::Tags(_) | E::Referrers(..) => &[Method::GET, Method::HEAD],
+        E::Manifest(..) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
+        E::Blob(..) => &[Method::GET, Method::HEAD, Method::DELETE],
+        E::UploadStart(_) => &[Method::POST],
+        E::Upload(..) => &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE],
+    };
+    if !allowed.contains(&method) {
+        let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        return Err(
+            Error::unsupported(format!("method {method} is not allowed here"))
+                .with_header(ALLOW, &list.join(", ")),
+        );
+    }
+    let requirement = match &endpoint {
+        E::Base => Requirement::Authenticated,
+        E::Catalog => Requirement::Catalog,
+        E::Manifest(name, _)
+        | E::Blob(name, _)
+        | E::UploadStart(name)
+        | E::Upload(name, _)
+        | E::Tags(name)
+        | E::Referrers(name, _) => Requirement::Repository(name, required),
+    };
+    let granted = caller.authorize(&state, &requirement)?;
+    if state.config.read_only && !matches!(method, Method::GET | Method::HEAD) {
+        return Err(Error::new(
+            ErrorCode::Denied,
+            "the registry is in read-only mode",
+        ));
+    }
+
+    match (endpoint, method) {
+        (E::Base, _) => Ok(json_response(StatusCode::OK, b"{}".to_vec())),
+        (E::Catalog, _) => catalog::list(&state, &granted, &caller, &query).await,
+        (E::Tags(name), _) => tags::list(&state, &granted, &name, &query).await,
+        (E::Referrers(name, subject), _) => {
+            referrers::list(&state, &granted, &name, &subject, &query).await
+        }
+        (E::Manifest(name, reference), Method::PUT) => {
+            manifests::put(&state, &granted, &name, &reference, &headers, body).await
+        }
+        (E::Manifest(name, reference), Method::DELETE) => {
+            manifests::delete(&state, &granted, &name, &reference).await
+        }
+        (E::Manifest(name, reference), _) => {
+            manifests::get(&state, &granted, &name, &reference, is_head).await
+        }
+        (E::Blob(name, digest), Method::DELETE) => {
+            blobs::delete(&state, &granted, &name, &digest).await
+        }
+        (E::Blob(name, digest), _) => {
+            blobs::get(&state, &granted, &name, &digest, &headers, is_head).await
+        }
+        (E::UploadStart(name), _) => {
+            uploads::start(&state, &granted, &caller, &name, &query, &headers, body).await
+        }
+        (E::Upload(name, id), Method::GET) => uploads::status(&state, &granted, &name, id).await,
+        (E::Upload(name, id), Method::PATCH) => {
+            uploads::patch(&state, &granted, &name, id, &headers, body).await
+        }
+        (E::Upload(name, id), Method::PUT) => {
+            uploads::put(&state, &granted, &name, id, &query, &headers, body).await
+        }
+        (E::Upload(name, id), _) => uploads::cancel(&state, &granted, &name, id).await,
+    }
+}
+
+/// A JSON response with an exact `Content-Length`.
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A response without body (201/202/204) with the given headers.
+pub(crate) fn empty_response(status: StatusCode, headers: HeaderMap) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// Query parameters as `(key, value)` pairs, percent-decoded.
+pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let plus = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The first value of query parameter `key`.
+pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
+    query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// `n` and `last` of a paginated list: `n` absent means everything.
+pub(crate) fn pagination(query: &str) -> Result<(Option<usize>, Option<String>)> {
+    let n = match query_param(query, "n") {
+        None => None,
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(s.parse::<usize>().map_err(|_| {
+            Error::new(
+                ErrorCode::PaginationNumberInvalid,
+                format!("invalid number of results requested: {s:?}"),
+            )
+        })?),
+    };
+    Ok((n, query_param(query, "last").filter(|l| !l.is_empty())))
+}
+
+/// Applies `last`/`n` to a sorted list; returns the page and, when more
+/// remain, the `last` value for the next page.
+pub(crate) fn paginate(
+    sorted: Vec<String>,
+    n: Option<usize>,
+    last: Option<&str>,
+) -> (Vec<String>, Option<String>) {
+    let start = match last {
+        Some(last) => sorted.partition_point(|x| x.as_str() <= last),
+        None => 0,
+    };
+    let mut rest = sorted;
+    rest.drain(..start);
+    match n {
+        Some(n) if rest.len() > n => {
+            rest.truncate(n);
+            let next = if n == 0 { None } else { rest.last().cloned() };
+            (rest, next)
+        }
+        _ => (rest, None),
+    }
+}
+
+/// `Link: <url>; rel="next"` for a paginated list.
+pub(crate) fn link_header(base: &str, n: usize, last: &str) -> String {
+    let last = percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC);
+    format!("<{base}?n={n}&last={last}>; rel=\"next\"")
+}
+
+/// Small helpers to set response headers from values this crate built.
+pub(crate) mod headers {
+    use http::header::HeaderName;
+    use http::{HeaderMap, HeaderValue};
+
+    use crate::oci::Digest;
+
+    pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+    pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+    pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+    pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+    /// Sets a header; values come from validated parts (names, digests,
+    /// numbers), so an invalid one is a bug and is skipped.
+    pub fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+        match HeaderValue::from_str(value) {
+            Ok(v) => {
+                headers.insert(name, v);
+            }
+            Err(_) => debug_assert!(false, "invalid header value {value:?}"),
+        }
+    }
+
+    pub fn set_digest(headers: &mut HeaderMap, digest: &Digest) {
+        set(headers, DOCKER_CONTENT_DIGEST, &digest.to_string());
+    }
+}

@@ -1,0 +1,28 @@
+//! The state every request handler shares: configuration, storage and the
+//! authenticator, behind one `Arc`.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::storage::Storage;
+
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub storage: Arc<Storage>,
+    pub authenticator: Authenticator,
+}
+
+/// Cheap to clone; derefs to [`App`].
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

@@ -1,0 +1,160 @@
+//! The on-disk layout, and the only place that knows it.
+//!
+//! It is CNCF distribution's layout (`registry/storage/paths.go`), so an
+//! existing `/var/lib/registry` is served as it is and can be moved back:
+//!
+//! ```text
+//! docker/registry/v2/
+//!   blobs/<alg>/<first 2 hex>/<hex>/data
+//!   repositories/<name>/
+//!     _layers/<alg>/<hex>/link                       blobs of the repository
+//!     _manifests/revisions/<alg>/<hex>/link          manifests of the repository
+//!     _manifests/tags/<tag>/current/link             what the tag points at
+//!     _manifests/tags/<tag>/index/<alg>/<hex>/link   every digest it pointed at
+//!     _manifests/referrers/<alg>/<hex>/<alg>/<hex>/link
+//!                                                    subject -> referrer (ours;
+//!                                                    distribution ignores it)
+//!     _uploads/<id>/data, startedat                  uploads in progress
+//! ```
+//!
+//! Every function returns a path relative to the storage root, built only
+//! from parsed newtypes, so no client string reaches the file system
+//! unchecked.
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::oci::{Digest, RepoName, Tag};
+
+pub const ROOT: &str = "docker/registry/v2";
+
+pub fn blobs_root() -> PathBuf {
+    PathBuf::from(ROOT).join("blobs")
+}
+
+pub fn blob_dir(d: &Digest) -> PathBuf {
+    blobs_root()
+        .join(d.algorithm().as_str())
+        .join(&d.hex()[..2])
+        .join(d.hex())
+}
+
+pub fn blob_data(d: &Digest) -> PathBuf {
+    blob_dir(d).join("data")
+}
+
+pub fn repositories_root() -> PathBuf {
+    PathBuf::from(ROOT).join("repositories")
+}
+
+pub fn repo_dir(name: &RepoName) -> PathBuf {
+    repositories_root().join(name.as_str())
+}
+
+/// The directory whose presence makes a directory a repository.
+pub fn manifests_dir(name: &RepoName) -> PathBuf {
+    repo_dir(name).join("_manifests")
+}
+
+fn digest_path(base: &Path, d: &Digest) -> PathBuf {
+    base.join(d.algorithm().as_str()).join(d.hex())
+}
+
+pub fn layers_dir(name: &RepoName) -> PathBuf {
+    repo_dir(name).join("_layers")
+}
+
+pub fn layer_link(name: &RepoName, d: &Digest) -> PathBuf {
+    digest_path(&layers_dir(name), d).join("link")
+}
+
+pub fn revisions_dir(name: &RepoName) -> PathBuf {
+    manifests_dir(name).join("revisions")
+}
+
+pub fn revision_link(name: &RepoName, d: &Digest) -> PathBuf {
+    digest_path(&revisions_dir(name), d).join("link")
+}
+
+pub fn tags_dir(name: &RepoName) -> PathBuf {
+    manifests_dir(name).join("tags")
+}
+
+pub fn tag_dir(name: &RepoName, tag: &Tag) -> PathBuf {
+    tags_dir(name).join(tag.as_str())
+}
+
+pub fn tag_current_link(name: &RepoName, tag: &Tag) -> PathBuf {
+    tag_dir(name, tag).join("current").join("link")
+}
+
+pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> PathBuf {
+    digest_path(&tag_dir(name, tag).join("index"), d).join("link")
+}
+
+pub fn referrers_dir(name: &RepoName, subject: &Digest) -> PathBuf {
+    digest_path(&manifests_dir(name).join("referrers"), subject)
+}
+
+pub fn referrer_link(name: &RepoName, subject: &Digest, referrer: &Digest) -> PathBuf {
+    digest_path(&referrers_dir(name, subject), referrer).join("link")
+}
+
+pub fn uploads_dir(name: &RepoName) -> PathBuf {
+    repo_dir(name).join("_uploads")
+}
+
+pub fn upload_dir(name: &RepoName, id: Uuid) -> PathBuf {
+    uploads_dir(name).join(id.hyphenated().to_string())
+}
+
+pub fn upload_data(name: &RepoName, id: Uuid) -> PathBuf {
+    upload_dir(name, id).join("data")
+}
+
+pub fn upload_started_at(name: &RepoName, id: Uuid) -> PathBuf {
+    upload_dir(name, id).join("startedat")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_distribution() {
+        let name = RepoName::parse("library/alpine").unwrap();
+        let d = Digest::sha256_of(b"");
+        let hex = d.hex();
+        assert_eq!(
+            blob_data(&d).to_str().unwrap(),
+            format!("docker/registry/v2/blobs/sha256/e3/{hex}/data")
+        );
+        assert_eq!(
+            layer_link(&name, &d).to_str().unwrap(),
+            format!("docker/registry/v2/repositories/library/alpine/_layers/sha256/{hex}/link")
+        );
+        assert_eq!(
+            revision_link(&name, &d).to_str().unwrap(),
+            format!(
+                "docker/registry/v2/repositories/library/alpine/_manifests/revisions/sha256/{hex}/link"
+            )
+        );
+        let tag = Tag::parse("3.19").unwrap();
+        assert_eq!(
+            tag_current_link(&name, &tag).to_str().unwrap(),
+            "docker/registry/v2/repositories/library/alpine/_manifests/tags/3.19/current/link"
+        );
+        assert_eq!(
+            tag_index_link(&name, &tag, &d).to_str().unwrap(),
+            format!(
+                "docker/registry/v2/repositories/library/alpine/_manifests/tags/3.19/index/sha256/{hex}/link"
+            )
+        );
+        let id = Uuid::nil();
+        assert_eq!(
+            upload_data(&name, id).to_str().unwrap(),
+            "docker/registry/v2/repositories/library/alpine/_uploads/00000000-0000-0000-0000-000000000000/data"
+        );
+    }
+}
