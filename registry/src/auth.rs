@@ -182,7 +182,12 @@ impl Htpasswd {
         h.reload(true)?;
         // Computed now, on the blocking thread `load` runs on, not later
         // inside a request.
-        let users = h.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).users.clone();
+        let users = h
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .users
+            .clone();
         h.dummy_hash(&users);
         Ok(h)
     }

@@ -40,7 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
         .fallback(|| async {
-            Error::new(ErrorCode::Unsupported, "no such endpoint").with_status(StatusCode::NOT_FOUND)
+            Error::new(ErrorCode::Unsupported, "no such endpoint")
+                .with_status(StatusCode::NOT_FOUND)
         })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -89,13 +90,9 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 async fn route(state: AppState, req: Request) -> Result<Response> {
     let (mut parts, body) = req.into_parts();
     let method = parts.method.clone();
-    let rest = parts
-        .uri
-        .path()
-        .strip_prefix("/v2")
-        .unwrap_or_default()
-        .trim_start_matches('/')
-        .to_owned();
+    let after = parts.uri.path().strip_prefix("/v2").unwrap_or_default();
+    // Exactly one separating slash: `/v2//etc` must not become `etc`.
+    let rest = after.strip_prefix('/').unwrap_or(after).to_owned();
     // CORS preflights carry no credentials; answer them with the
     // configured headers (added by the middleware) and nothing else.
     if method == Method::OPTIONS {
