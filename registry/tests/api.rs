@@ -1,6 +1,6 @@
 //! The registry API through `app()`, in-process: every endpoint's normal
-#![allow(clippy::many_single_char_names)]
 //! flow and the bad input each must refuse with the right OCI error.
+#![allow(clippy::many_single_char_names)]
 
 mod support;
 
