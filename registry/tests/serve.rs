@@ -1,0 +1,128 @@
+//! The `registry` binary as a process: the `listening on` line, the
+//! configuration file given positionally (as `registry serve FILE`), TLS
+//! through rustls, and graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn registry");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+    Server { child, url }
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl").args(["-s", "-S", "-o", "-", "-w", "\n%{http_code}"]).args(args).output().expect(
+        "curl is needed by this test (Debian package curl)",
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (body.to_owned(), code.to_owned())
+}
+
+fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("config.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n{extra}",
+            dir.join("data").display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+#[test]
+fn positional_config_and_env_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let server = start(&["serve", cfg.to_str().unwrap()], &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")]);
+    assert!(server.url.starts_with("http://127.0.0.1:"), "{}", server.url);
+    let (body, code) = curl(&[&format!("{}/v2/", server.url)]);
+    assert_eq!((body.as_str(), code.as_str()), ("{}", "200"));
+    assert!(dir.path().join("data").is_dir(), "storage root created");
+}
+
+#[test]
+fn tls_with_rustls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is needed by this test (Debian package openssl)");
+    assert!(status.success());
+    let cfg = write_config(
+        dir.path(),
+        &format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()),
+    );
+    let server = start(&["serve", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    let (body, code) = curl(&["--cacert", cert.to_str().unwrap(), &format!("{}/v2/", server.url)]);
+    assert_eq!((body.as_str(), code.as_str()), ("{}", "200"));
+    // Plain HTTP on the TLS port gets no API answer.
+    let plain = server.url.replace("https://", "http://");
+    let (_, code) = curl(&[&format!("{plain}/v2/")]);
+    assert_ne!(code, "200");
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "  draintimeout: 5s\n");
+    let mut server = start(&["serve", cfg.to_str().unwrap()], &[]);
+    let (_, code) = curl(&[&format!("{}/v2/", server.url)]);
+    assert_eq!(code, "200");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "registry did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bad_configuration_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.yml");
+    std::fs::write(&cfg, "storage:\n  s3:\n    bucket: x\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_registry")).args(["serve", cfg.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("storage driver s3 is not supported"), "{err}");
+}
