@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 
-use crate::auth::{Authenticator, Htpasswd};
+use crate::auth::{Authenticator, Htpasswd, TokenAuth};
 use crate::config::{AuthConfig, Config, ListenAddr};
 use crate::state::{App, AppState};
 use crate::storage::{FsBackend, Storage};
@@ -29,6 +29,9 @@ pub fn app(state: AppState) -> Router {
 
 /// Builds the shared state from a configuration: storage root, auth.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    // TLS for the JWKS URL (and the server) uses ring; a second install is
+    // harmlessly refused.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&config.root_directory)
         .with_context(|| format!("creating storage root {}", config.root_directory.display()))?;
     let authenticator = match &config.auth {
@@ -38,7 +41,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             let h = tokio::task::spawn_blocking(move || Htpasswd::load(realm, path)).await??;
             Authenticator::Htpasswd(Box::new(h))
         }
-        AuthConfig::Token(_) => anyhow::bail!("token auth is not available in this build"),
+        AuthConfig::Token(t) => {
+            let auth = Arc::new(TokenAuth::new(t.clone())?);
+            let fetcher = auth.clone();
+            tokio::spawn(async move { fetcher.fetch_until_ready().await });
+            Authenticator::Token(auth)
+        }
     };
     let storage = Arc::new(Storage::new(FsBackend::new(&config.root_directory)));
     Ok(AppState(Arc::new(App {

@@ -29,15 +29,23 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
         .expect("spawn registry");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read stdout");
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read stdout");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
     Server { child, url }
 }
 
 fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl").args(["-s", "-S", "-o", "-", "-w", "\n%{http_code}"]).args(args).output().expect(
-        "curl is needed by this test (Debian package curl)",
-    );
+    let out = Command::new("curl")
+        .args(["-s", "-S", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is needed by this test (Debian package curl)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
     (body.to_owned(), code.to_owned())
@@ -60,8 +68,15 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
 fn positional_config_and_env_override() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "");
-    let server = start(&["serve", cfg.to_str().unwrap()], &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")]);
-    assert!(server.url.starts_with("http://127.0.0.1:"), "{}", server.url);
+    let server = start(
+        &["serve", cfg.to_str().unwrap()],
+        &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
+    );
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
     let (body, code) = curl(&[&format!("{}/v2/", server.url)]);
     assert_eq!((body.as_str(), code.as_str()), ("{}", "200"));
     assert!(dir.path().join("data").is_dir(), "storage root created");
@@ -72,8 +87,23 @@ fn tls_with_rustls() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -84,11 +114,23 @@ fn tls_with_rustls() {
     assert!(status.success());
     let cfg = write_config(
         dir.path(),
-        &format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()),
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ),
     );
     let server = start(&["serve", "--config", cfg.to_str().unwrap()], &[]);
-    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
-    let (body, code) = curl(&["--cacert", cert.to_str().unwrap(), &format!("{}/v2/", server.url)]);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let (body, code) = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        &format!("{}/v2/", server.url),
+    ]);
     assert_eq!((body.as_str(), code.as_str()), ("{}", "200"));
     // Plain HTTP on the TLS port gets no API answer.
     let plain = server.url.replace("https://", "http://");
@@ -104,14 +146,23 @@ fn sigterm_shuts_down_gracefully() {
     let (_, code) = curl(&[&format!("{}/v2/", server.url)]);
     assert_eq!(code, "200");
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let started = Instant::now();
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "registry did not stop on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "registry did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -121,7 +172,10 @@ fn bad_configuration_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.yml");
     std::fs::write(&cfg, "storage:\n  s3:\n    bucket: x\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_registry")).args(["serve", cfg.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args(["serve", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("storage driver s3 is not supported"), "{err}");

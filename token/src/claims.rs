@@ -86,6 +86,27 @@ impl Access {
     pub fn allows_catalog(&self) -> bool {
         self.allows(crate::CATALOG_TYPE, crate::CATALOG_NAME, Action::All)
     }
+
+    /// Whether the token was issued for a catalog request (`registry:catalog`
+    /// entry, with or without actions). Without `*`, such a token may list
+    /// the repositories it may pull, see [`Access::lists_in_catalog`].
+    pub fn has_catalog_entry(&self) -> bool {
+        self.0
+            .iter()
+            .any(|ra| ra.resource_type == crate::CATALOG_TYPE && ra.name == crate::CATALOG_NAME)
+    }
+
+    /// Whether repository `name` is shown in a filtered catalog: the token
+    /// may pull it, by an exact `repository` entry or a
+    /// `repository-pattern` glob entry with `pull` (or `*`).
+    pub fn lists_in_catalog(&self, name: &str) -> bool {
+        self.allows("repository", name, Action::Pull)
+            || self.0.iter().any(|ra| {
+                ra.resource_type == crate::REPOSITORY_PATTERN_TYPE
+                    && ra.actions.iter().any(|a| a == "*" || a == "pull")
+                    && crate::name::glob_matches(&ra.name, name)
+            })
+    }
 }
 
 #[cfg(test)]
@@ -126,7 +147,30 @@ mod tests {
         assert!(!access.allows_repository("c", &[Action::Pull]));
         assert!(access.allows_catalog());
         assert!(!Access::default().allows_catalog());
+        assert!(access.has_catalog_entry());
+        assert!(!Access::default().has_catalog_entry());
         // Actions only count for the resource type they were granted on.
         assert!(!access.allows("registry", "a", Action::Pull));
+    }
+
+    #[test]
+    fn filtered_catalog() {
+        let access = Access(vec![
+            ResourceActions {
+                resource_type: "registry".into(),
+                name: "catalog".into(),
+                actions: vec![],
+            },
+            ResourceActions::new("repository-pattern", "team/*", &[Action::Pull]),
+            ResourceActions::new("repository-pattern", "push-only/*", &[Action::Push]),
+            ResourceActions::new("repository", "exact", &[Action::Pull]),
+        ]);
+        assert!(access.has_catalog_entry() && !access.allows_catalog());
+        assert!(access.lists_in_catalog("team/app"));
+        assert!(access.lists_in_catalog("exact"));
+        assert!(!access.lists_in_catalog("push-only/x"));
+        assert!(!access.lists_in_catalog("other"));
+        // Patterns list repositories; they never grant access to them.
+        assert!(!access.allows_repository("team/app", &[Action::Pull]));
     }
 }

@@ -33,6 +33,12 @@ pub const LEEWAY_SECS: u64 = 60;
 /// Resource type and name of the grant that allows listing the whole catalog.
 pub const CATALOG_TYPE: &str = "registry";
 pub const CATALOG_NAME: &str = "catalog";
+/// Resource type of the glob entries authd adds to a token issued for a
+/// `registry:catalog:*` request that the account may not fully hold:
+/// `{"type":"repository-pattern","name":"team/*","actions":["pull"]}`.
+/// The registry lists the repositories matching them (and nothing else);
+/// they grant no access to the repositories themselves.
+pub const REPOSITORY_PATTERN_TYPE: &str = "repository-pattern";
 /// Resource type and name carried by tokens that allow authd's admin API.
 pub const ADMIN_TYPE: &str = "authd";
 pub const ADMIN_NAME: &str = "admin";

@@ -18,7 +18,7 @@ pub async fn list(state: &AppState, _: &Granted, caller: &Caller, query: &str) -
         .run(super::super::storage::Storage::list_repositories)
         .await?;
     if !caller.may_list_catalog() {
-        repos.retain(|r| RepoName::parse(r).is_ok_and(|name| caller.may_pull(&name)));
+        repos.retain(|r| RepoName::parse(r).is_ok_and(|name| caller.lists_in_catalog(&name)));
     }
     let (page, next) = paginate(repos, n, last.as_deref());
     let body = serde_json::to_vec(&serde_json::json!({ "repositories": page }))
