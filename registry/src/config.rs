@@ -25,6 +25,10 @@ pub struct Config {
     pub root_directory: PathBuf,
     pub delete_enabled: bool,
     pub read_only: bool,
+    /// Periodic purge of abandoned uploads (distribution's uploadpurging).
+    pub upload_purging: Option<UploadPurging>,
+    /// Periodic garbage collection inside `serve` (`storage.maintenance.gc`).
+    pub gc_schedule: Option<GcSchedule>,
     /// Where to listen; `None` host means every interface.
     pub addr: ListenAddr,
     pub tls: Option<TlsConfig>,
@@ -34,6 +38,21 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Keys of the file or environment that were not understood.
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPurging {
+    pub age: Duration,
+    pub interval: Duration,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcSchedule {
+    pub interval: Duration,
+    pub grace: Duration,
+    pub delete_untagged: bool,
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,8 +172,41 @@ pub struct RawEnabled {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawMaintenance {
-    pub uploadpurging: Option<Value>,
+    pub uploadpurging: Option<RawUploadPurging>,
     pub readonly: RawEnabled,
+    /// Our extension: scheduled garbage collection inside `serve`.
+    pub gc: Option<RawGc>,
+}
+
+/// distribution's `storage.maintenance.uploadpurging`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawUploadPurging {
+    pub enabled: bool,
+    pub age: Option<String>,
+    pub interval: Option<String>,
+    pub dryrun: bool,
+}
+
+impl Default for RawUploadPurging {
+    fn default() -> RawUploadPurging {
+        RawUploadPurging {
+            enabled: true,
+            age: None,
+            interval: None,
+            dryrun: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawGc {
+    pub enabled: bool,
+    pub interval: Option<String>,
+    pub grace: Option<String>,
+    pub deleteuntagged: bool,
+    pub dryrun: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -376,12 +428,48 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
             )));
         }
     }
-    if storage.maintenance.uploadpurging.is_some() {
-        warnings.push(
-            "storage.maintenance.uploadpurging is ignored; run `registry gc` to purge old uploads"
-                .into(),
-        );
-    }
+    let duration = |key: &str, v: Option<&str>, default: Duration| match v {
+        None | Some("") => Ok(default),
+        Some(s) => {
+            parse_duration(s).ok_or_else(|| invalid(format!("{key} {s:?} is not a duration")))
+        }
+    };
+    // distribution purges uploads by default: a week old, once a day.
+    let purging = storage.maintenance.uploadpurging.unwrap_or_default();
+    let upload_purging = if purging.enabled {
+        Some(UploadPurging {
+            age: duration(
+                "storage.maintenance.uploadpurging.age",
+                purging.age.as_deref(),
+                Duration::from_secs(168 * 3600),
+            )?,
+            interval: duration(
+                "storage.maintenance.uploadpurging.interval",
+                purging.interval.as_deref(),
+                Duration::from_secs(24 * 3600),
+            )?,
+            dry_run: purging.dryrun,
+        })
+    } else {
+        None
+    };
+    let gc_schedule = match storage.maintenance.gc {
+        Some(gc) if gc.enabled => Some(GcSchedule {
+            interval: duration(
+                "storage.maintenance.gc.interval",
+                gc.interval.as_deref(),
+                Duration::from_secs(24 * 3600),
+            )?,
+            grace: duration(
+                "storage.maintenance.gc.grace",
+                gc.grace.as_deref(),
+                Duration::from_secs(3600),
+            )?,
+            delete_untagged: gc.deleteuntagged,
+            dry_run: gc.dryrun,
+        }),
+        _ => None,
+    };
     let root_directory = storage
         .filesystem
         .and_then(|f| f.rootdirectory)
@@ -460,6 +548,8 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         root_directory,
         delete_enabled: storage.delete.enabled,
         read_only: storage.maintenance.readonly.enabled,
+        upload_purging,
+        gc_schedule,
         addr,
         tls,
         headers,
@@ -629,6 +719,9 @@ mod tests {
         assert_eq!(c.auth, AuthConfig::None);
         assert!(!c.delete_enabled && !c.read_only && c.access_log);
         assert!(c.warnings.is_empty());
+        let purging = c.upload_purging.expect("on by default, as in distribution");
+        assert_eq!(purging.age, Duration::from_secs(168 * 3600));
+        assert_eq!(c.gc_schedule, None);
     }
 
     #[test]
@@ -757,6 +850,32 @@ health:
         ] {
             assert!(Config::from_yaml(bad, env(&[])).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn maintenance_schedules() {
+        let c = Config::from_yaml(
+            "storage:\n  maintenance:\n    uploadpurging:\n      enabled: false\n    gc:\n      enabled: true\n      interval: 6h\n      grace: 30m\n      deleteuntagged: true\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.upload_purging, None);
+        assert_eq!(
+            c.gc_schedule,
+            Some(GcSchedule {
+                interval: Duration::from_secs(6 * 3600),
+                grace: Duration::from_secs(1800),
+                delete_untagged: true,
+                dry_run: false
+            })
+        );
+        assert!(
+            Config::from_yaml(
+                "storage:\n  maintenance:\n    gc:\n      enabled: true\n      grace: soon\n",
+                env(&[])
+            )
+            .is_err()
+        );
     }
 
     #[test]

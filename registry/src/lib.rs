@@ -93,6 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let tls = config.tls.clone();
     let drain = config.drain_timeout;
     let state = build_state(config).await?;
+    spawn_maintenance(&state);
     let app = app(state);
 
     let handle = axum_server::Handle::new();
@@ -136,6 +137,57 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts the periodic jobs the configuration asks for: upload purging
+/// (distribution's `uploadpurging`, on by default) and garbage collection
+/// (`storage.maintenance.gc`).
+fn spawn_maintenance(state: &AppState) {
+    use crate::storage::gc::GcOptions;
+    let mut jobs: Vec<(&'static str, std::time::Duration, GcOptions)> = Vec::new();
+    if let Some(p) = &state.config.upload_purging {
+        jobs.push((
+            "upload purging",
+            p.interval,
+            GcOptions {
+                dry_run: p.dry_run,
+                upload_max_age: Some(p.age),
+                uploads_only: true,
+                ..GcOptions::default()
+            },
+        ));
+    }
+    if let Some(g) = &state.config.gc_schedule {
+        jobs.push((
+            "garbage collection",
+            g.interval,
+            GcOptions {
+                dry_run: g.dry_run,
+                grace: g.grace,
+                delete_untagged: g.delete_untagged,
+                upload_max_age: state.config.upload_purging.as_ref().map(|p| p.age),
+                uploads_only: false,
+            },
+        ));
+    }
+    for (what, interval, opts) in jobs {
+        let storage = state.storage.clone();
+        tokio::spawn(async move {
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                ticker.tick().await;
+                let opts = opts.clone();
+                match storage.run(move |s| s.gc(&opts)).await {
+                    Ok(report) => tracing::info!(
+                        "scheduled {what}: {}",
+                        report.to_string().replace('\n', "; ")
+                    ),
+                    Err(e) => tracing::warn!("scheduled {what} failed: {e}"),
+                }
+            }
+        });
+    }
 }
 
 async fn shutdown_signal() {

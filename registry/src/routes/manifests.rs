@@ -103,10 +103,7 @@ pub async fn put(
     let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
     state
         .storage
-        .run(move |s| {
-            verify_references(s, &n, &manifest)?;
-            s.put_manifest(&n, tag.as_ref(), &d, bytes, &manifest)
-        })
+        .run(move |s| s.put_manifest(&n, tag.as_ref(), &d, bytes, &manifest))
         .await?;
 
     let mut headers = HeaderMap::new();
@@ -120,42 +117,6 @@ pub async fn put(
         h::set(&mut headers, h::OCI_SUBJECT, &subject.to_string());
     }
     Ok(empty_response(StatusCode::CREATED, headers))
-}
-
-/// Everything a manifest references must already be in the repository:
-/// blobs (config and layers, with the size the manifest says) for an image,
-/// manifests for an index.
-fn verify_references(s: &crate::storage::Storage, name: &RepoName, m: &Manifest) -> Result<()> {
-    let blob_unknown = |d: &Digest| {
-        Error::new(
-            ErrorCode::ManifestBlobUnknown,
-            format!("manifest references {d}, which is not in {name}"),
-        )
-        .with_detail(serde_json::json!({ "digest": d }))
-    };
-    for desc in m.required_blobs() {
-        match s.stat_blob(name, &desc.digest)? {
-            None => return Err(blob_unknown(&desc.digest)),
-            Some(size) if size != desc.size => {
-                return Err(Error::new(
-                    ErrorCode::ManifestInvalid,
-                    format!(
-                        "blob {} is {size} bytes, the manifest says {}",
-                        desc.digest, desc.size
-                    ),
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    for desc in &m.manifests {
-        if s.resolve(name, &Reference::Digest(desc.digest.clone()))?
-            .is_none()
-        {
-            return Err(blob_unknown(&desc.digest));
-        }
-    }
-    Ok(())
 }
 
 pub async fn delete(

@@ -112,6 +112,8 @@ async fn route(state: AppState, req: Request) -> Result<Response> {
         (E::Base | E::Catalog, _) => &[],
         (_, &Method::GET | &Method::HEAD) => &[Action::Pull],
         (_, &Method::POST | &Method::PUT | &Method::PATCH) => &[Action::Pull, Action::Push],
+        // Deleting a whole repository is for whoever holds everything on it.
+        (E::Repository(_), _) => &[Action::All],
         (_, &Method::DELETE) => &[Action::Delete],
         _ => &[],
     };
@@ -121,6 +123,7 @@ async fn route(state: AppState, req: Request) -> Result<Response> {
         E::Blob(..) => &[Method::GET, Method::HEAD, Method::DELETE],
         E::UploadStart(_) => &[Method::POST],
         E::Upload(..) => &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE],
+        E::Repository(_) => &[Method::DELETE],
     };
     if !allowed.contains(&method) {
         let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
@@ -137,7 +140,8 @@ async fn route(state: AppState, req: Request) -> Result<Response> {
         | E::UploadStart(name)
         | E::Upload(name, _)
         | E::Tags(name)
-        | E::Referrers(name, _) => Requirement::Repository(name, required),
+        | E::Referrers(name, _)
+        | E::Repository(name) => Requirement::Repository(name, required),
     };
     let granted = caller.authorize(&state, &requirement)?;
     if state.config.read_only && !matches!(method, Method::GET | Method::HEAD) {
@@ -180,7 +184,27 @@ async fn route(state: AppState, req: Request) -> Result<Response> {
             uploads::put(&state, &granted, &name, id, &query, &headers, body).await
         }
         (E::Upload(name, id), _) => uploads::cancel(&state, &granted, &name, id).await,
+        (E::Repository(name), _) => delete_repository(&state, &granted, &name).await,
     }
+}
+
+/// `DELETE /v2/<name>/`: the repository's manifests, tags, blob links and
+/// uploads go; blob data is left to the garbage collector.
+async fn delete_repository(
+    state: &AppState,
+    _: &crate::auth::Granted,
+    name: &crate::oci::RepoName,
+) -> Result<Response> {
+    if !state.config.delete_enabled {
+        return Err(Error::unsupported(
+            "deletes are disabled on this registry (storage.delete.enabled)",
+        ));
+    }
+    let n = name.clone();
+    if !state.storage.run(move |s| s.delete_repository(&n)).await? {
+        return Err(Error::name_unknown(name));
+    }
+    Ok(empty_response(StatusCode::ACCEPTED, HeaderMap::new()))
 }
 
 /// A JSON response with an exact `Content-Length`.

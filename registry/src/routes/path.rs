@@ -29,6 +29,8 @@ pub enum Endpoint {
     Tags(RepoName),
     /// `/v2/<name>/referrers/<digest>`
     Referrers(RepoName, Digest),
+    /// `/v2/<name>/`: the repository itself (our extension, for deleting it).
+    Repository(RepoName),
 }
 
 fn not_found(path: &str) -> Error {
@@ -79,6 +81,7 @@ pub fn parse(path: &str) -> Result<Endpoint, Error> {
         }
         [_, .., "tags", "list"] => Ok(Endpoint::Tags(name(2)?)),
         [_, .., "referrers", digest] => Ok(Endpoint::Referrers(name(2)?, Digest::parse(digest)?)),
+        [_, .., ""] => Ok(Endpoint::Repository(name(1)?)),
         _ => Err(not_found(path)),
     }
 }
@@ -119,6 +122,10 @@ mod tests {
             Endpoint::Upload(name("a"), id)
         );
         assert_eq!(parse("x/tags/list").unwrap(), Endpoint::Tags(name("x")));
+        assert_eq!(
+            parse("team/app/").unwrap(),
+            Endpoint::Repository(name("team/app"))
+        );
         assert_eq!(
             parse(&format!("x/referrers/{D}")).unwrap(),
             Endpoint::Referrers(name("x"), D.parse().unwrap())

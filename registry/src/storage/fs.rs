@@ -69,6 +69,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes the (already synced) object `from` appear atomically at `to`,
     /// replacing any object there, durably.
     fn rename_durable(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// An exclusive lock held until the guard is dropped, or `None` when
+    /// someone else holds it.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Self::Lock>>;
+    type Lock: Send + 'static;
 }
 
 /// Storage on a local filesystem under one root directory.
@@ -123,6 +128,19 @@ fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
         // Created concurrently by another request: durable by its creator.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Runs a write that creates its directories first. An empty directory
+/// can be pruned by a concurrent delete between its creation and the write
+/// into it (ENOENT); the write then simply starts over.
+fn retry_if_dir_vanished<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut attempts = 0;
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+            other => return other,
+        }
     }
 }
 
@@ -212,6 +230,24 @@ fn start_writeback(file: &File, offset: u64, len: u64, wait: bool) {
 impl Backend for FsBackend {
     type Reader = File;
     type Appender = FsAppender;
+    type Lock = File;
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<File>> {
+        let abs = self.abs(path);
+        if let Some(dir) = abs.parent() {
+            create_dir_all_durable(dir)?;
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&abs)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
 
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         not_found_as_none(fs::read(self.abs(path)))
@@ -222,20 +258,22 @@ impl Backend for FsBackend {
         let dir = abs
             .parent()
             .ok_or_else(|| io::Error::other("no parent directory"))?;
-        create_dir_all_durable(dir)?;
-        let tmp = temp_sibling(&abs);
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_data()?;
-            drop(f);
-            fs::rename(&tmp, &abs)?;
-            sync_dir(dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        retry_if_dir_vanished(|| {
+            create_dir_all_durable(dir)?;
+            let tmp = temp_sibling(&abs);
+            let result = (|| {
+                let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                f.write_all(data)?;
+                f.sync_data()?;
+                drop(f);
+                fs::rename(&tmp, &abs)?;
+                sync_dir(dir)
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result
+        })
     }
 
     fn stat(&self, path: &Path) -> io::Result<Option<Meta>> {
@@ -305,9 +343,11 @@ impl Backend for FsBackend {
         let dir = abs
             .parent()
             .ok_or_else(|| io::Error::other("no parent directory"))?;
-        create_dir_all_durable(dir)?;
-        File::create(&abs)?;
-        sync_dir(dir)
+        retry_if_dir_vanished(|| {
+            create_dir_all_durable(dir)?;
+            File::create(&abs)?;
+            sync_dir(dir)
+        })
     }
 
     fn open_append(&self, path: &Path, expected_size: u64) -> io::Result<FsAppender> {
@@ -338,13 +378,16 @@ impl Backend for FsBackend {
     }
 
     fn rename_durable(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let to = self.abs(to);
+        let (from, to) = (self.abs(from), self.abs(to));
         let dir = to
             .parent()
             .ok_or_else(|| io::Error::other("no parent directory"))?;
-        create_dir_all_durable(dir)?;
-        fs::rename(self.abs(from), &to)?;
-        sync_dir(dir)
+        // A vanished source is retried too, harmlessly: it stays vanished.
+        retry_if_dir_vanished(|| {
+            create_dir_all_durable(dir)?;
+            fs::rename(&from, &to)?;
+            sync_dir(dir)
+        })
     }
 }
 

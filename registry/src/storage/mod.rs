@@ -6,6 +6,8 @@
 //! [`Storage::run`]), except the streaming upload in `uploads`.
 
 pub mod fs;
+pub mod fsck;
+pub mod gc;
 pub mod paths;
 pub mod uploads;
 
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use self::fs::{Backend, FsBackend};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::oci::manifest::stored_media_type;
 use crate::oci::{Digest, Manifest, MediaType, Reference, RepoName, Tag};
 pub use uploads::UploadState;
@@ -224,7 +226,14 @@ impl<B: Backend> Storage<B> {
 
     /// Stores a validated manifest under its digest, links it into the
     /// repository (and its subject's referrers), and points `tag` at it.
-    /// The tag is written last: it is what makes the push visible.
+    ///
+    /// Everything the manifest references must be in the repository first
+    /// (MANIFEST_BLOB_UNKNOWN otherwise). Because the garbage collector runs
+    /// while we serve, the references are checked again once the links are
+    /// written: the collector moves unreferenced content aside and then
+    /// looks for links written meanwhile, while we write links and then look
+    /// for the content, so one of the two always sees the other (see `gc`).
+    /// If content vanished in between, the push is undone and refused.
     pub fn put_manifest(
         &self,
         name: &RepoName,
@@ -233,27 +242,39 @@ impl<B: Backend> Storage<B> {
         bytes: Bytes,
         manifest: &Manifest,
     ) -> Result<()> {
-        let data = paths::blob_data(digest);
-        if self
-            .backend
-            .stat(&data)
-            .map_err(io_err("reading a manifest"))?
-            .is_none()
-        {
-            self.backend
-                .write_atomic(&data, &bytes)
-                .map_err(io_err("writing a manifest"))?;
-        }
-        self.write_link(&paths::revision_link(name, digest), digest)?;
+        self.verify_references(name, manifest)?;
+        let revision = paths::revision_link(name, digest);
+        let had_revision = self.link_is(&revision, digest)?;
+        let previous_tag = match tag {
+            Some(t) => self.read_link(&paths::tag_current_link(name, t))?,
+            None => None,
+        };
+        self.ensure_manifest_linked(name, digest, &bytes)?;
         if let Some(subject) = &manifest.subject {
             self.write_link(&paths::referrer_link(name, &subject.digest, digest), digest)?;
         }
         if let Some(tag) = tag {
             self.write_link(&paths::tag_index_link(name, tag, digest), digest)?;
-            let current = paths::tag_current_link(name, tag);
-            if !self.link_is(&current, digest)? {
-                self.write_link(&current, digest)?;
+            if previous_tag.as_ref() != Some(digest) {
+                self.write_link(&paths::tag_current_link(name, tag), digest)?;
             }
+        }
+        // The second look, after the links are visible.
+        self.ensure_manifest_linked(name, digest, &bytes)?;
+        if let Err(e) = self.verify_references(name, manifest) {
+            tracing::warn!(repository = %name, %digest, "content vanished during the push (garbage collection); undoing it");
+            if let Some(tag) = tag {
+                match &previous_tag {
+                    Some(prev) => self.write_link(&paths::tag_current_link(name, tag), prev)?,
+                    None => {
+                        self.delete_tag(name, tag)?;
+                    }
+                }
+            }
+            if !had_revision {
+                self.remove_link(&revision, &paths::revisions_dir(name))?;
+            }
+            return Err(e);
         }
         self.manifests.insert(
             digest.clone(),
@@ -263,6 +284,65 @@ impl<B: Backend> Storage<B> {
                 bytes,
             }),
         );
+        Ok(())
+    }
+
+    /// Makes sure the manifest's own bytes are in the blob store and its
+    /// revision link is in the repository.
+    fn ensure_manifest_linked(&self, name: &RepoName, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let data = paths::blob_data(digest);
+        if self
+            .backend
+            .stat(&data)
+            .map_err(io_err("reading a manifest"))?
+            .is_none()
+        {
+            self.backend
+                .write_atomic(&data, bytes)
+                .map_err(io_err("writing a manifest"))?;
+        }
+        let revision = paths::revision_link(name, digest);
+        if !self.link_is(&revision, digest)? {
+            self.write_link(&revision, digest)?;
+        }
+        Ok(())
+    }
+
+    /// Everything a manifest references must be in the repository: blobs
+    /// (config and layers, with the size the manifest says) for an image,
+    /// manifests for an index.
+    pub fn verify_references(&self, name: &RepoName, m: &Manifest) -> Result<()> {
+        let blob_unknown = |d: &Digest| {
+            Error::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!("manifest references {d}, which is not in {name}"),
+            )
+            .with_detail(serde_json::json!({ "digest": d }))
+        };
+        for desc in m.required_blobs() {
+            match self.stat_blob(name, &desc.digest)? {
+                None => return Err(blob_unknown(&desc.digest)),
+                Some(size) if size != desc.size => {
+                    return Err(Error::new(
+                        ErrorCode::ManifestInvalid,
+                        format!(
+                            "blob {} is {size} bytes, the manifest says {}",
+                            desc.digest, desc.size
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for desc in &m.manifests {
+            let present = self
+                .resolve(name, &Reference::Digest(desc.digest.clone()))?
+                .is_some()
+                && self.blob_data_exists(&desc.digest)?;
+            if !present {
+                return Err(blob_unknown(&desc.digest));
+            }
+        }
         Ok(())
     }
 
@@ -293,7 +373,7 @@ impl<B: Backend> Storage<B> {
     }
 
     /// A manifest body by digest, from the cache or the blob store.
-    fn load_manifest(&self, d: &Digest) -> Result<Option<Arc<StoredManifest>>> {
+    pub fn load_manifest(&self, d: &Digest) -> Result<Option<Arc<StoredManifest>>> {
         if let Some(m) = self.manifests.get(d) {
             return Ok(Some(m));
         }
@@ -302,7 +382,6 @@ impl<B: Backend> Storage<B> {
             .read(&paths::blob_data(d))
             .map_err(io_err("reading a manifest"))?
         else {
-            tracing::warn!(digest = %d, "manifest revision is linked but its blob is missing");
             return Ok(None);
         };
         let m = Arc::new(StoredManifest {
@@ -315,7 +394,8 @@ impl<B: Backend> Storage<B> {
     }
 
     /// Deletes a manifest from a repository with every tag pointing at it
-    /// and its referrers entry. Returns whether the repository held it.
+    /// and its referrers entry. Returns whether the repository held it. A
+    /// repository left without manifests disappears from the catalog.
     pub fn delete_manifest(&self, name: &RepoName, d: &Digest) -> Result<bool> {
         let link = paths::revision_link(name, d);
         if !self.link_is(&link, d)? {
@@ -336,26 +416,54 @@ impl<B: Backend> Storage<B> {
             && let Some(subject) = parsed.subject
         {
             let referrer = paths::referrer_link(name, &subject.digest, d);
-            self.backend
-                .remove_file(&referrer)
-                .map_err(io_err("deleting a referrer"))?;
-            self.prune(&referrer, &paths::manifests_dir(name))?;
+            self.remove_link(&referrer, &paths::repositories_root())?;
         }
-        self.backend
-            .remove_file(&link)
-            .map_err(io_err("deleting a manifest"))?;
-        self.prune(&link, &paths::revisions_dir(name))?;
+        self.remove_link(&link, &paths::repositories_root())?;
         Ok(true)
     }
 
-    /// Removes the now-empty directories above a deleted link.
-    fn prune(&self, link: &Path, stop: &Path) -> Result<()> {
+    /// Removes a link file and then every directory above it left empty, up
+    /// to `stop`: the last tag or manifest of a repository takes
+    /// `_manifests` with it, which takes the repository out of the catalog.
+    fn remove_link(&self, link: &Path, stop: &Path) -> Result<()> {
+        self.backend
+            .remove_file(link)
+            .map_err(io_err("deleting a link"))?;
         if let Some(dir) = link.parent() {
             self.backend
                 .prune_empty_dirs(dir, stop)
                 .map_err(io_err("pruning directories"))?;
         }
         Ok(())
+    }
+
+    /// Deletes a whole repository: its manifests, tags, blob links and
+    /// uploads. Repositories nested under its name are left alone; blob data
+    /// stays for the garbage collector. Returns whether it existed.
+    pub fn delete_repository(&self, name: &RepoName) -> Result<bool> {
+        let dirs = [
+            paths::manifests_dir(name),
+            paths::layers_dir(name),
+            paths::uploads_dir(name),
+        ];
+        let mut existed = false;
+        for dir in &dirs {
+            if self
+                .backend
+                .stat(dir)
+                .map_err(io_err("reading a repository"))?
+                .is_some()
+            {
+                existed = true;
+                self.backend
+                    .remove_dir_all(dir)
+                    .map_err(io_err("deleting a repository"))?;
+            }
+        }
+        self.backend
+            .prune_empty_dirs(&paths::repo_dir(name), &paths::repositories_root())
+            .map_err(io_err("pruning directories"))?;
+        Ok(existed)
     }
 
     // ----- tags -----
@@ -379,7 +487,8 @@ impl<B: Backend> Storage<B> {
     }
 
     /// Deletes a tag (not the manifest it points at). Returns whether it
-    /// existed.
+    /// existed. A repository left without tags or manifests disappears from
+    /// the catalog.
     pub fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<bool> {
         let dir = paths::tag_dir(name, tag);
         if self
@@ -393,6 +502,9 @@ impl<B: Backend> Storage<B> {
         self.backend
             .remove_dir_all(&dir)
             .map_err(io_err("deleting a tag"))?;
+        self.backend
+            .prune_empty_dirs(&paths::tags_dir(name), &paths::repositories_root())
+            .map_err(io_err("pruning directories"))?;
         Ok(true)
     }
 

@@ -117,6 +117,45 @@ pub fn upload_started_at(name: &RepoName, id: Uuid) -> PathBuf {
     upload_dir(name, id).join("startedat")
 }
 
+/// Where garbage collections set content aside before deleting it
+/// (distribution ignores this directory).
+pub fn gc_root() -> PathBuf {
+    PathBuf::from(ROOT).join("_gc")
+}
+
+/// The lock file that lets one garbage collection run at a time.
+pub fn gc_lock() -> PathBuf {
+    PathBuf::from(ROOT).join("_gc.lock")
+}
+
+/// Where one collection sets blob data aside.
+pub fn gc_trash_blob(run: &str, d: &Digest) -> PathBuf {
+    gc_root()
+        .join(run)
+        .join("blobs")
+        .join(d.algorithm().as_str())
+        .join(d.hex())
+}
+
+/// Where one collection sets a revision link aside.
+pub fn gc_trash_revision(run: &str, name: &RepoName, d: &Digest) -> PathBuf {
+    gc_root()
+        .join(run)
+        .join("repositories")
+        .join(name.as_str())
+        .join("_revisions")
+        .join(d.algorithm().as_str())
+        .join(d.hex())
+}
+
+/// Where fsck moves blobs whose content does not match their digest.
+pub fn corrupt_blob(d: &Digest) -> PathBuf {
+    PathBuf::from(ROOT)
+        .join("_corrupt")
+        .join(d.algorithm().as_str())
+        .join(d.hex())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -253,17 +253,12 @@ impl<B: Backend> Storage<B> {
             .sync(&mut f)
             .map_err(io_err("completing an upload"))?;
         drop(f);
-        let blob = paths::blob_data(expected);
-        if self
-            .backend
-            .stat(&blob)
-            .map_err(io_err("completing an upload"))?
-            .is_none()
-        {
-            self.backend
-                .rename_durable(&data, &blob)
-                .map_err(io_err("completing an upload"))?;
-        }
+        // Always moved in, even when the blob exists: identical content, and
+        // a fresh copy cannot have been set aside by a concurrent garbage
+        // collection between our look and the link below.
+        self.backend
+            .rename_durable(&data, &paths::blob_data(expected))
+            .map_err(io_err("completing an upload"))?;
         self.link_blob(name, expected)?;
         self.forget_upload(name, id)
     }

@@ -1,0 +1,317 @@
+//! Consistency check of the storage: every blob's content against its
+//! digest, and every link (blob links, manifest revisions, tags,
+//! referrers) against what it points at.
+//!
+//! With `repair`, corrupt blobs are moved aside to `_corrupt/` (never
+//! deleted: an operator may want them) and dangling links are dropped. A
+//! manifest referencing a missing blob cannot be repaired; it is reported.
+
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{Backend, Storage, io_err, paths};
+use crate::error::Result;
+use crate::oci::{Digest, Hasher, RepoName, Tag};
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Blob data whose content does not hash to its digest.
+    CorruptBlob(Digest),
+    /// A link whose content is not the digest its path names.
+    BadLink(PathBuf),
+    /// A repository's blob link to missing blob data.
+    DanglingLayer(String, Digest),
+    /// A manifest revision whose manifest is missing or unreadable.
+    DanglingRevision(String, Digest),
+    /// A tag pointing at a manifest the repository does not hold.
+    DanglingTag(String, String),
+    /// A manifest referencing blob data that is missing.
+    MissingReference {
+        repository: String,
+        manifest: Digest,
+        missing: Digest,
+    },
+    /// A temporary file left behind by an interrupted write.
+    LeftoverTemp(PathBuf),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::CorruptBlob(d) => {
+                write!(f, "corrupt blob {d}: content does not match the digest")
+            }
+            Problem::BadLink(p) => write!(
+                f,
+                "bad link {}: does not hold the digest its path names",
+                p.display()
+            ),
+            Problem::DanglingLayer(r, d) => {
+                write!(f, "{r}: blob link {d} points at missing blob data")
+            }
+            Problem::DanglingRevision(r, d) => {
+                write!(f, "{r}: manifest {d} is linked but missing or unreadable")
+            }
+            Problem::DanglingTag(r, t) => write!(
+                f,
+                "{r}: tag {t} points at a manifest the repository does not hold"
+            ),
+            Problem::MissingReference {
+                repository,
+                manifest,
+                missing,
+            } => {
+                write!(
+                    f,
+                    "{repository}: manifest {manifest} references missing blob {missing}"
+                )
+            }
+            Problem::LeftoverTemp(p) => write!(f, "leftover temporary file {}", p.display()),
+        }
+    }
+}
+
+/// What a check found (and, with repair, fixed).
+#[derive(Debug, Clone, Default)]
+pub struct FsckReport {
+    pub blobs: usize,
+    pub bytes: u64,
+    pub repositories: usize,
+    pub links: usize,
+    pub problems: Vec<Problem>,
+    pub repaired: usize,
+    pub elapsed: Duration,
+}
+
+impl FsckReport {
+    /// Whether problems remain (found and not repaired).
+    pub fn is_clean(&self) -> bool {
+        self.problems.len() == self.repaired
+    }
+}
+
+impl fmt::Display for FsckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.problems {
+            writeln!(f, "{p}")?;
+        }
+        write!(
+            f,
+            "checked {} blobs ({} bytes), {} repositories, {} links in {:.2?}: {} problems",
+            self.blobs,
+            self.bytes,
+            self.repositories,
+            self.links,
+            self.elapsed,
+            self.problems.len()
+        )?;
+        if self.repaired > 0 {
+            write!(f, ", {} repaired", self.repaired)?;
+        }
+        Ok(())
+    }
+}
+
+/// Temporary files younger than this may belong to a write in progress.
+const TEMP_AGE: Duration = Duration::from_secs(3600);
+
+impl<B: Backend> Storage<B> {
+    /// Checks the whole storage; with `repair`, fixes what can be fixed.
+    pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        let started = Instant::now();
+        let mut report = FsckReport::default();
+        self.check_blobs(repair, &mut report)?;
+        for repo in self.list_repositories()? {
+            let Ok(name) = RepoName::parse(&repo) else {
+                continue;
+            };
+            report.repositories += 1;
+            self.check_repository(&name, repair, &mut report)?;
+        }
+        self.check_temp_files(repair, &mut report)?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    fn check_blobs(&self, repair: bool, report: &mut FsckReport) -> Result<()> {
+        let mut all = Vec::new();
+        self.for_each_blob(|d, meta| all.push((d, meta.size)))?;
+        let mut buf = vec![0u8; 1024 * 1024];
+        for (d, size) in all {
+            let Some((mut reader, _)) = self
+                .backend
+                .open_read(&paths::blob_data(&d))
+                .map_err(io_err("reading a blob"))?
+            else {
+                continue; // deleted meanwhile
+            };
+            let mut h = Hasher::new(d.algorithm());
+            loop {
+                let n = reader.read(&mut buf).map_err(io_err("reading a blob"))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            report.blobs += 1;
+            report.bytes += size;
+            if h.finish() != d {
+                report.problems.push(Problem::CorruptBlob(d.clone()));
+                if repair {
+                    self.backend
+                        .rename_durable(&paths::blob_data(&d), &paths::corrupt_blob(&d))
+                        .map_err(io_err("moving a corrupt blob aside"))?;
+                    self.manifests.invalidate(&d);
+                    report.repaired += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_repository(
+        &self,
+        name: &RepoName,
+        repair: bool,
+        report: &mut FsckReport,
+    ) -> Result<()> {
+        let repo = name.to_string();
+        let root = paths::repositories_root();
+        // Blob links.
+        let layers = paths::layers_dir(name);
+        for alg in self
+            .backend
+            .list(&layers)
+            .map_err(io_err("listing blob links"))?
+        {
+            for e in self
+                .backend
+                .list(&layers.join(&alg.name))
+                .map_err(io_err("listing blob links"))?
+            {
+                let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, e.name)) else {
+                    continue;
+                };
+                report.links += 1;
+                let link = paths::layer_link(name, &d);
+                let problem = if !self.link_is(&link, &d)? {
+                    Some(Problem::BadLink(link.clone()))
+                } else if !self.blob_data_exists(&d)? {
+                    Some(Problem::DanglingLayer(repo.clone(), d.clone()))
+                } else {
+                    None
+                };
+                if let Some(p) = problem {
+                    report.problems.push(p);
+                    if repair {
+                        self.remove_link(&link, &root)?;
+                        report.repaired += 1;
+                    }
+                }
+            }
+        }
+        // Manifest revisions and what they reference.
+        let revisions = paths::revisions_dir(name);
+        for alg in self
+            .backend
+            .list(&revisions)
+            .map_err(io_err("listing manifests"))?
+        {
+            for e in self
+                .backend
+                .list(&revisions.join(&alg.name))
+                .map_err(io_err("listing manifests"))?
+            {
+                let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, e.name)) else {
+                    continue;
+                };
+                report.links += 1;
+                let link = paths::revision_link(name, &d);
+                if !self.link_is(&link, &d)? {
+                    report.problems.push(Problem::BadLink(link.clone()));
+                    if repair {
+                        self.remove_link(&link, &root)?;
+                        report.repaired += 1;
+                    }
+                    continue;
+                }
+                let refs = self
+                    .load_manifest(&d)?
+                    .and_then(|m| super::gc::refs_of(&m.bytes))
+                    .map(super::gc::Refs::all);
+                let Some(refs) = refs else {
+                    report
+                        .problems
+                        .push(Problem::DanglingRevision(repo.clone(), d.clone()));
+                    if repair {
+                        self.remove_link(&link, &root)?;
+                        report.repaired += 1;
+                    }
+                    continue;
+                };
+                for b in refs {
+                    if !self.blob_data_exists(&b)? {
+                        report.problems.push(Problem::MissingReference {
+                            repository: repo.clone(),
+                            manifest: d.clone(),
+                            missing: b,
+                        });
+                    }
+                }
+            }
+        }
+        // Tags (after revisions, which a repair may have dropped).
+        for tag in self.list_tags(name)?.unwrap_or_default() {
+            let Ok(t) = Tag::parse(&tag) else { continue };
+            report.links += 1;
+            let target = self.read_link(&paths::tag_current_link(name, &t))?;
+            let ok = match &target {
+                Some(d) => self.link_is(&paths::revision_link(name, d), d)?,
+                None => false,
+            };
+            if !ok {
+                report
+                    .problems
+                    .push(Problem::DanglingTag(repo.clone(), tag.clone()));
+                if repair {
+                    self.delete_tag(name, &t)?;
+                    report.repaired += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Temporary files of atomic writes (`.<name>.tmp-<id>`) that an
+    /// interrupted write left behind, anywhere under the layout.
+    fn check_temp_files(&self, repair: bool, report: &mut FsckReport) -> Result<()> {
+        let mut stack = vec![PathBuf::from(paths::ROOT)];
+        while let Some(dir) = stack.pop() {
+            for e in self.backend.list(&dir).map_err(io_err("listing storage"))? {
+                let path = dir.join(&e.name);
+                if e.is_dir {
+                    stack.push(path);
+                } else if e.name.starts_with('.') && e.name.contains(".tmp-") {
+                    let old = self
+                        .backend
+                        .stat(&path)
+                        .map_err(io_err("reading storage"))?
+                        .is_some_and(|m| m.modified.elapsed().is_ok_and(|a| a >= TEMP_AGE));
+                    if old {
+                        report.problems.push(Problem::LeftoverTemp(path.clone()));
+                        if repair {
+                            self.backend
+                                .remove_file(&path)
+                                .map_err(io_err("removing a temporary file"))?;
+                            report.repaired += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
