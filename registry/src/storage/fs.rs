@@ -131,6 +131,96 @@ fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Makes the file `target` appear complete, atomically and durably.
+/// `fill(p)` creates the file's content at `p` (writes and syncs it, or
+/// renames a finished file there).
+///
+/// When the parent directory exists, `p` is a temporary sibling renamed
+/// over `target`. When directories are missing, the whole missing subtree
+/// (e.g. `<tag>/current/link`, `<hex>/data`) is built under a temporary
+/// name and renamed into place in one step. So a crash never leaves a tag,
+/// revision or blob directory without its file: listings see complete
+/// entries or none, plus `.*.tmp-*` leftovers that no name can match.
+///
+/// `moved_from` says that `fill` renames that finished file into place
+/// (itself atomic, so no temporary sibling is needed); on failure the file
+/// is moved back there rather than lost.
+fn place_atomically(
+    target: &Path,
+    moved_from: Option<&Path>,
+    fill: &mut dyn FnMut(&Path) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    if fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        if moved_from.is_some() {
+            return fill(target).and_then(|()| sync_dir(dir));
+        }
+        let tmp = temp_sibling(target);
+        let result = fill(&tmp)
+            .and_then(|()| fs::rename(&tmp, target))
+            .and_then(|()| sync_dir(dir));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        return result;
+    }
+    // The first missing directory on the way down, and its existing parent.
+    let mut top = dir;
+    loop {
+        let parent = top
+            .parent()
+            .ok_or_else(|| io::Error::other("no existing ancestor"))?;
+        if fs::metadata(parent).is_ok_and(|m| m.is_dir()) {
+            break;
+        }
+        top = parent;
+    }
+    let base = top
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    create_dir_all_durable(base)?;
+    let staged = temp_sibling(top);
+    let rel = target.strip_prefix(top).map_err(io::Error::other)?;
+    let staged_target = staged.join(rel);
+    let result = (|| {
+        let staged_dir = staged_target
+            .parent()
+            .ok_or_else(|| io::Error::other("no parent directory"))?;
+        fs::create_dir_all(staged_dir)?;
+        fill(&staged_target)?;
+        // Every directory of the staged subtree, deepest first.
+        let mut d = staged_dir;
+        loop {
+            sync_dir(d)?;
+            if d == staged {
+                break;
+            }
+            d = d
+                .parent()
+                .ok_or_else(|| io::Error::other("no parent directory"))?;
+        }
+        match fs::rename(&staged, top) {
+            Ok(()) => sync_dir(base),
+            // Created meanwhile by a concurrent writer: place the finished
+            // file into what exists now, again atomically (the missing
+            // part, if any, is deeper this time).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) => {
+                place_atomically(target, Some(&staged_target), &mut |p| {
+                    fs::rename(&staged_target, p)
+                })
+            }
+            Err(e) => Err(e),
+        }
+    })();
+    if let (Err(_), Some(origin)) = (&result, moved_from) {
+        let _ = fs::rename(&staged_target, origin);
+    }
+    let _ = fs::remove_dir_all(&staged);
+    result
+}
+
 /// Runs a write that creates its directories first. An empty directory
 /// can be pruned by a concurrent delete between its creation and the write
 /// into it (ENOENT); the write then simply starts over.
@@ -255,24 +345,12 @@ impl Backend for FsBackend {
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let abs = self.abs(path);
-        let dir = abs
-            .parent()
-            .ok_or_else(|| io::Error::other("no parent directory"))?;
         retry_if_dir_vanished(|| {
-            create_dir_all_durable(dir)?;
-            let tmp = temp_sibling(&abs);
-            let result = (|| {
-                let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            place_atomically(&abs, None, &mut |p| {
+                let mut f = OpenOptions::new().write(true).create_new(true).open(p)?;
                 f.write_all(data)?;
-                f.sync_data()?;
-                drop(f);
-                fs::rename(&tmp, &abs)?;
-                sync_dir(dir)
-            })();
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            result
+                f.sync_data()
+            })
         })
     }
 
@@ -340,13 +418,8 @@ impl Backend for FsBackend {
 
     fn create_empty(&self, path: &Path) -> io::Result<()> {
         let abs = self.abs(path);
-        let dir = abs
-            .parent()
-            .ok_or_else(|| io::Error::other("no parent directory"))?;
         retry_if_dir_vanished(|| {
-            create_dir_all_durable(dir)?;
-            File::create(&abs)?;
-            sync_dir(dir)
+            place_atomically(&abs, None, &mut |p| File::create_new(p).map(drop))
         })
     }
 
@@ -379,15 +452,8 @@ impl Backend for FsBackend {
 
     fn rename_durable(&self, from: &Path, to: &Path) -> io::Result<()> {
         let (from, to) = (self.abs(from), self.abs(to));
-        let dir = to
-            .parent()
-            .ok_or_else(|| io::Error::other("no parent directory"))?;
         // A vanished source is retried too, harmlessly: it stays vanished.
-        retry_if_dir_vanished(|| {
-            create_dir_all_durable(dir)?;
-            fs::rename(&from, &to)?;
-            sync_dir(dir)
-        })
+        retry_if_dir_vanished(|| place_atomically(&to, Some(&from), &mut |p| fs::rename(&from, p)))
     }
 }
 

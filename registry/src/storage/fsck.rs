@@ -285,29 +285,38 @@ impl<B: Backend> Storage<B> {
         Ok(())
     }
 
-    /// Temporary files of atomic writes (`.<name>.tmp-<id>`) that an
-    /// interrupted write left behind, anywhere under the layout.
+    /// Temporary files and staged directories of atomic writes
+    /// (`.<name>.tmp-<id>`) that an interrupted write left behind.
     fn check_temp_files(&self, repair: bool, report: &mut FsckReport) -> Result<()> {
         let mut stack = vec![PathBuf::from(paths::ROOT)];
         while let Some(dir) = stack.pop() {
             for e in self.backend.list(&dir).map_err(io_err("listing storage"))? {
                 let path = dir.join(&e.name);
-                if e.is_dir {
-                    stack.push(path);
-                } else if e.name.starts_with('.') && e.name.contains(".tmp-") {
-                    let old = self
-                        .backend
-                        .stat(&path)
-                        .map_err(io_err("reading storage"))?
-                        .is_some_and(|m| m.modified.elapsed().is_ok_and(|a| a >= TEMP_AGE));
-                    if old {
-                        report.problems.push(Problem::LeftoverTemp(path.clone()));
-                        if repair {
+                let is_temp = e.name.starts_with('.') && e.name.contains(".tmp-");
+                if !is_temp {
+                    if e.is_dir {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                let old = self
+                    .backend
+                    .stat(&path)
+                    .map_err(io_err("reading storage"))?
+                    .is_some_and(|m| m.modified.elapsed().is_ok_and(|a| a >= TEMP_AGE));
+                if old {
+                    report.problems.push(Problem::LeftoverTemp(path.clone()));
+                    if repair {
+                        if e.is_dir {
+                            self.backend
+                                .remove_dir_all(&path)
+                                .map_err(io_err("removing a staged directory"))?;
+                        } else {
                             self.backend
                                 .remove_file(&path)
                                 .map_err(io_err("removing a temporary file"))?;
-                            report.repaired += 1;
                         }
+                        report.repaired += 1;
                     }
                 }
             }

@@ -669,7 +669,7 @@ impl<B: Backend> Storage<B> {
                 .list(&dir)
                 .map_err(io_err("listing repositories"))?
             {
-                if !e.is_dir {
+                if !e.is_dir || e.name.starts_with('.') {
                     continue;
                 }
                 if e.name == "_layers" {
@@ -696,7 +696,7 @@ impl<B: Backend> Storage<B> {
                 .list(&dir)
                 .map_err(io_err("listing repositories"))?
             {
-                if !e.is_dir {
+                if !e.is_dir || e.name.starts_with('.') {
                     continue;
                 }
                 if e.name == "_uploads" {

@@ -134,7 +134,8 @@ impl<B: Backend> Storage<B> {
             .list(dir)
             .map_err(io_err("listing repositories"))?
         {
-            if !entry.is_dir {
+            // Not a directory, or a staged one (`.name.tmp-…`) not yet in place.
+            if !entry.is_dir || entry.name.starts_with('.') {
                 continue;
             }
             if entry.name == "_manifests" {
@@ -254,10 +255,11 @@ impl<B: Backend> Storage<B> {
             self.write_link(&paths::referrer_link(name, &subject.digest, digest), digest)?;
         }
         if let Some(tag) = tag {
-            self.write_link(&paths::tag_index_link(name, tag, digest), digest)?;
+            // `current` first: a new tag's directory appears with it.
             if previous_tag.as_ref() != Some(digest) {
                 self.write_link(&paths::tag_current_link(name, tag), digest)?;
             }
+            self.write_link(&paths::tag_index_link(name, tag, digest), digest)?;
         }
         // The second look, after the links are visible.
         self.ensure_manifest_linked(name, digest, &bytes)?;

@@ -1,0 +1,310 @@
+//! The `registry` binary as a child process on an ephemeral port, and a
+//! small HTTP client that pushes and pulls the way registry clients do.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use registry::oci::Digest;
+
+/// A running registry; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `registry serve` on 127.0.0.1:0 over `root` with extra env.
+    pub fn start(root: &Path, envs: &[(&str, &str)]) -> Server {
+        let log = root.with_extension("log");
+        let stderr = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
+            .arg("serve")
+            .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
+            .env("REGISTRY_LOG_LEVEL", "warn")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn registry");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read stdout");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no listening line; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        Server { child, url, log }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `registry <args>` to completion with the root configured.
+pub fn registry_cmd(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args(args)
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
+        .env("REGISTRY_LOG_LEVEL", "warn")
+        .output()
+        .expect("run registry")
+}
+
+/// An image as pushed: config, layers, manifest.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub config: Vec<u8>,
+    pub layers: Vec<Vec<u8>>,
+    pub manifest: String,
+    pub digest: Digest,
+}
+
+impl Image {
+    pub fn new(seed: u64, layers: &[Vec<u8>]) -> Image {
+        let config =
+            format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
+        let descs: Vec<String> = layers
+            .iter()
+            .map(|l| {
+                format!(
+                    r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}"#,
+                    Digest::sha256_of(l),
+                    l.len()
+                )
+            })
+            .collect();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+            Digest::sha256_of(&config),
+            config.len(),
+            descs.join(",")
+        );
+        let digest = Digest::sha256_of(manifest.as_bytes());
+        Image {
+            config,
+            layers: layers.to_vec(),
+            manifest,
+            digest,
+        }
+    }
+
+    pub fn blobs(&self) -> impl Iterator<Item = &Vec<u8>> {
+        std::iter::once(&self.config).chain(self.layers.iter())
+    }
+}
+
+/// Random bytes, for distinct content.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|_| rand::random::<u8>()).collect()
+}
+
+/// A registry client over reqwest.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+}
+
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure(e.to_string())
+    }
+}
+
+impl Client {
+    pub fn new(url: &str) -> Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Client {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+        }
+    }
+
+    fn abs(&self, location: &str) -> String {
+        if location.starts_with("http") {
+            location.to_owned()
+        } else {
+            format!("{}{location}", self.url)
+        }
+    }
+
+    /// Uploads a blob unless the repository has it; `chunked` uses
+    /// POST + PATCH + PUT, else a single POST with the digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8], chunked: bool) -> Result<(), Failure> {
+        let d = Digest::sha256_of(data);
+        let head = self
+            .http
+            .head(format!("{}/v2/{repo}/blobs/{d}", self.url))
+            .send()
+            .await?;
+        if head.status() == 200 {
+            return Ok(());
+        }
+        if !chunked {
+            let r = self
+                .http
+                .post(format!("{}/v2/{repo}/blobs/uploads/?digest={d}", self.url))
+                .body(data.to_vec())
+                .send()
+                .await?;
+            return if r.status() == 201 {
+                Ok(())
+            } else {
+                Err(Failure(format!("POST blob: {}", r.status())))
+            };
+        }
+        let r = self
+            .http
+            .post(format!("{}/v2/{repo}/blobs/uploads/", self.url))
+            .send()
+            .await?;
+        if r.status() != 202 {
+            return Err(Failure(format!("start upload: {}", r.status())));
+        }
+        let mut loc = self.abs(r.headers()["location"].to_str()?);
+        let mid = data.len() / 2;
+        for (start, chunk) in [(0, &data[..mid]), (mid, &data[mid..])] {
+            if chunk.is_empty() {
+                continue;
+            }
+            let r = self
+                .http
+                .patch(&loc)
+                .header(
+                    "content-range",
+                    format!("{start}-{}", start + chunk.len() - 1),
+                )
+                .body(chunk.to_vec())
+                .send()
+                .await?;
+            if r.status() != 202 {
+                return Err(Failure(format!("PATCH: {}", r.status())));
+            }
+            loc = self.abs(r.headers()["location"].to_str()?);
+        }
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = self
+            .http
+            .put(format!("{loc}{sep}digest={d}"))
+            .send()
+            .await?;
+        if r.status() == 201 {
+            Ok(())
+        } else {
+            Err(Failure(format!("PUT blob: {}", r.status())))
+        }
+    }
+
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        image: &Image,
+    ) -> Result<reqwest::StatusCode, Failure> {
+        let r = self
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{tag}", self.url))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(image.manifest.clone())
+            .send()
+            .await?;
+        Ok(r.status())
+    }
+
+    /// Pushes the image's blobs then its manifest; the manifest's status.
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        image: &Image,
+        chunked: bool,
+    ) -> Result<reqwest::StatusCode, Failure> {
+        for b in image.blobs() {
+            self.push_blob(repo, b, chunked).await?;
+        }
+        self.push_manifest(repo, tag, image).await
+    }
+
+    /// Pulls `repo:reference` and checks every digest; returns the manifest
+    /// digest.
+    pub async fn pull_verified(&self, repo: &str, reference: &str) -> Result<Digest, Failure> {
+        let r = self
+            .http
+            .get(format!("{}/v2/{repo}/manifests/{reference}", self.url))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await?;
+        if r.status() != 200 {
+            return Err(Failure(format!(
+                "GET manifest {repo}:{reference}: {}",
+                r.status()
+            )));
+        }
+        let header = r
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = r.bytes().await?;
+        let digest = Digest::sha256_of(&body);
+        if header.as_deref() != Some(digest.to_string().as_str()) {
+            return Err(Failure(format!(
+                "{repo}:{reference}: digest header {header:?} != content {digest}"
+            )));
+        }
+        let m: serde_json::Value = serde_json::from_slice(&body)?;
+        let mut wanted = vec![
+            m["config"]["digest"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ];
+        for l in m["layers"].as_array().into_iter().flatten() {
+            wanted.push(l["digest"].as_str().unwrap_or_default().to_owned());
+        }
+        for d in wanted {
+            let r = self
+                .http
+                .get(format!("{}/v2/{repo}/blobs/{d}", self.url))
+                .send()
+                .await?;
+            if r.status() != 200 {
+                return Err(Failure(format!("{repo}: blob {d}: {}", r.status())));
+            }
+            let got = Digest::sha256_of(&r.bytes().await?);
+            if got.to_string() != d {
+                return Err(Failure(format!("{repo}: blob {d} has content {got}")));
+            }
+        }
+        Ok(digest)
+    }
+}
