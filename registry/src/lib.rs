@@ -112,6 +112,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.graceful_shutdown(Some(drain));
     });
     let service = app.into_make_service();
+    // Small responses must not wait for delayed ACKs (40 ms each).
+    let nodelay = axum_server::accept::NoDelayAcceptor::new();
     match tls {
         Some(tls) => {
             let rustls =
@@ -124,16 +126,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                             tls.key.display()
                         )
                     })?;
-            axum_server::from_tcp_rustls(listener, rustls)?
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(nodelay);
+            axum_server::from_tcp(listener)?
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(service)
                 .await?;
         }
         None => {
             axum_server::from_tcp(listener)?
+                .acceptor(nodelay)
                 .handle(handle)
                 .serve(service)
-                .await?;
+                .await?
         }
     }
     Ok(())

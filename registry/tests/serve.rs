@@ -1,6 +1,9 @@
 //! The `registry` binary as a process: the `listening on` line, the
 //! configuration file given positionally (as `registry serve FILE`), TLS
-//! through rustls, and graceful shutdown on SIGTERM.
+//! through rustls, graceful shutdown on SIGTERM, and no Nagle delays.
+#![allow(clippy::unwrap_used)]
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -179,4 +182,32 @@ fn bad_configuration_is_reported() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("storage driver s3 is not supported"), "{err}");
+}
+
+#[tokio::test]
+async fn small_responses_are_not_held_back_by_nagle() {
+    // Without TCP_NODELAY, each pull below stalls ~40 ms on a delayed ACK.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let server = support::process::Server::start(&root, &[]);
+    let client = support::process::Client::new(&server.url);
+    let image = support::process::Image::new(1, &[b"layer".to_vec()]);
+    assert_eq!(
+        client
+            .push_image("nagle", "v1", &image, false)
+            .await
+            .unwrap(),
+        201
+    );
+    client.pull_verified("nagle", "v1").await.unwrap();
+    let started = Instant::now();
+    for _ in 0..60 {
+        client.pull_verified("nagle", "v1").await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "60 pulls of a tiny image took {elapsed:?}"
+    );
 }
