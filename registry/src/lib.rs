@@ -138,7 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .acceptor(nodelay)
                 .handle(handle)
                 .serve(service)
-                .await?
+                .await?;
         }
     }
     Ok(())
