@@ -1,0 +1,168 @@
+//! The `refresh_tokens` table: the SHA-256 of each refresh token, its owner
+//! and when it was last used. The token itself is never stored.
+
+use serde::Serialize;
+
+use super::users::User;
+use super::{Db, audit};
+use crate::error::Error;
+use crate::util::{now, rfc3339};
+
+/// `last_used_at` is written at most this often per token, so that using a
+/// refresh token is a read, not a write.
+pub const TOUCH_INTERVAL_SECS: i64 = 3600;
+
+/// A refresh token as listed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefreshToken {
+    pub id: String,
+    pub client_id: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RefreshTokenView {
+    pub id: String,
+    pub client_id: String,
+    pub created_at: String,
+    pub last_used_at: String,
+}
+
+impl From<&RefreshToken> for RefreshTokenView {
+    fn from(t: &RefreshToken) -> RefreshTokenView {
+        RefreshTokenView {
+            id: t.id.clone(),
+            client_id: t.client_id.clone(),
+            created_at: rfc3339(t.created_at),
+            last_used_at: rfc3339(t.last_used_at),
+        }
+    }
+}
+
+/// A token found by its hash, with its owner.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Found {
+    pub token_id: String,
+    pub token_last_used_at: i64,
+    #[sqlx(flatten)]
+    pub user: User,
+}
+
+/// Refresh tokens kept per user: the oldest go when a new one would exceed
+/// this, so a client that logs in in a loop cannot fill the table.
+pub const MAX_PER_USER: i64 = 100;
+
+/// Stores a new token's hash; returns its public id.
+pub async fn insert(
+    db: &Db,
+    user_id: i64,
+    token_hash: &[u8],
+    client_id: &str,
+) -> Result<String, Error> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let t = now();
+    let mut tx = db.begin_write().await?;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, user_id, token_hash, client_id, created_at, \
+         last_used_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(user_id)
+    .bind(token_hash)
+    .bind(client_id)
+    .bind(t)
+    .bind(t)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM refresh_tokens WHERE user_id = ? AND rowid NOT IN \
+         (SELECT rowid FROM refresh_tokens WHERE user_id = ? ORDER BY rowid DESC LIMIT ?)",
+    )
+    .bind(user_id)
+    .bind(user_id)
+    .bind(MAX_PER_USER)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The token with this hash and its user, if any (validity is the caller's
+/// business).
+pub async fn find(db: &Db, token_hash: &[u8]) -> Result<Option<Found>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT t.id AS token_id, t.last_used_at AS token_last_used_at, u.id, u.name, \
+         u.password_hash, u.imported_hash, u.is_admin, u.disabled, u.password_changed_at, \
+         u.created_at, u.updated_at \
+         FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+    )
+    .bind(token_hash)
+    .fetch_optional(db.reader())
+    .await?)
+}
+
+/// Records a use, if the last recorded one is older than
+/// [`TOUCH_INTERVAL_SECS`].
+pub async fn touch(db: &Db, found: &Found) -> Result<(), Error> {
+    let t = now();
+    if t - found.token_last_used_at < TOUCH_INTERVAL_SECS {
+        return Ok(());
+    }
+    sqlx::query("UPDATE refresh_tokens SET last_used_at = ? WHERE id = ?")
+        .bind(t)
+        .bind(&found.token_id)
+        .execute(&db.write)
+        .await?;
+    Ok(())
+}
+
+pub async fn list_for_user(db: &Db, user_id: i64) -> Result<Vec<RefreshToken>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT id, client_id, created_at, last_used_at FROM refresh_tokens \
+         WHERE user_id = ? ORDER BY created_at, id",
+    )
+    .bind(user_id)
+    .fetch_all(db.reader())
+    .await?)
+}
+
+/// Revokes one token of a user; a 404 when the user has no such token.
+pub async fn delete(db: &Db, user: &User, id: &str, actor: &str) -> Result<(), Error> {
+    let mut tx = db.begin_write().await?;
+    let done = sqlx::query("DELETE FROM refresh_tokens WHERE id = ? AND user_id = ?")
+        .bind(id)
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::not_found(format!(
+            "user {:?} has no refresh token {id:?}",
+            user.name
+        )));
+    }
+    audit::record(&mut tx, actor, "token.revoke", &user.name, id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes tokens unused since `cutoff`; returns how many.
+pub async fn delete_unused_since(db: &Db, cutoff: i64) -> Result<u64, Error> {
+    let done = sqlx::query("DELETE FROM refresh_tokens WHERE last_used_at < ?")
+        .bind(cutoff)
+        .execute(&db.write)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Moves every use of `user_id`'s tokens `secs` into the past (tests of
+/// expiry).
+#[cfg(test)]
+pub(crate) async fn backdate(db: &Db, user_id: i64, secs: i64) -> Result<(), Error> {
+    sqlx::query("UPDATE refresh_tokens SET last_used_at = last_used_at - ? WHERE user_id = ?")
+        .bind(secs)
+        .bind(user_id)
+        .execute(&db.write)
+        .await?;
+    Ok(())
+}

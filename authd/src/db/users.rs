@@ -1,0 +1,388 @@
+//! The `users` table: accounts, their password hashes, admin and disabled
+//! flags, and the rules that keep it consistent — names are unique, the last
+//! enabled admin cannot be removed, and a password change or a disable ends
+//! every refresh token of the user in the same transaction.
+
+use serde::Serialize;
+
+use super::{Db, Tx, audit, is_unique_violation};
+use crate::error::Error;
+use crate::password::HashFormat;
+use crate::util::{now, rfc3339};
+
+/// One row of `users`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub password_hash: String,
+    pub imported_hash: Option<String>,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub password_changed_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The API form of a user: never the hash, only its format.
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub name: String,
+    pub admin: bool,
+    pub disabled: bool,
+    pub password_format: &'static str,
+    pub created_at: String,
+    pub updated_at: String,
+    pub password_changed_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> UserView {
+        UserView {
+            name: u.name.clone(),
+            admin: u.is_admin,
+            disabled: u.disabled,
+            password_format: HashFormat::detect(&u.password_hash).map_or("unknown", |f| f.name()),
+            created_at: rfc3339(u.created_at),
+            updated_at: rfc3339(u.updated_at),
+            password_changed_at: rfc3339(u.password_changed_at),
+        }
+    }
+}
+
+/// Changes to a user; `None` leaves a field as it is. `password_hash` is
+/// the new hash, already made.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub password_hash: Option<String>,
+    pub admin: Option<bool>,
+    pub disabled: Option<bool>,
+}
+
+/// Counts of an htpasswd import.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ImportCounts {
+    pub imported: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+macro_rules! select_users {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, name, password_hash, imported_hash, is_admin, disabled, \
+             password_changed_at, created_at, updated_at FROM users ",
+            $rest
+        )
+    };
+}
+
+pub async fn get(db: &Db, name: &str) -> Result<Option<User>, Error> {
+    Ok(sqlx::query_as(select_users!("WHERE name = ?"))
+        .bind(name)
+        .fetch_optional(db.reader())
+        .await?)
+}
+
+/// The user, or a 404 naming it.
+pub async fn get_existing(db: &Db, name: &str) -> Result<User, Error> {
+    get(db, name)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("user {name:?} not found")))
+}
+
+pub async fn list(db: &Db) -> Result<Vec<User>, Error> {
+    Ok(sqlx::query_as(select_users!("ORDER BY name"))
+        .fetch_all(db.reader())
+        .await?)
+}
+
+async fn get_in(tx: &mut Tx, name: &str) -> Result<User, Error> {
+    sqlx::query_as(select_users!("WHERE name = ?"))
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("user {name:?} not found")))
+}
+
+/// Creates a user; a taken name is a 409.
+pub async fn create(
+    db: &Db,
+    name: &str,
+    password_hash: &str,
+    admin: bool,
+    disabled: bool,
+    actor: &str,
+) -> Result<User, Error> {
+    let mut tx = db.begin_write().await?;
+    let t = now();
+    let inserted = sqlx::query(
+        "INSERT INTO users (name, password_hash, is_admin, disabled, password_changed_at, \
+         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(name)
+    .bind(password_hash)
+    .bind(admin)
+    .bind(disabled)
+    .bind(t)
+    .bind(t)
+    .bind(t)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::conflict(
+                "user_exists",
+                format!("user {name:?} already exists"),
+            ));
+        }
+        other => {
+            other?;
+        }
+    }
+    let detail = match (admin, disabled) {
+        (true, true) => "admin disabled",
+        (true, false) => "admin",
+        (false, true) => "disabled",
+        (false, false) => "",
+    };
+    audit::record(&mut tx, actor, "user.create", name, detail).await?;
+    let user = get_in(&mut tx, name).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Creates `name` as an admin if, and only if, there are no users at all.
+/// `hash` is called only then. Returns whether the user was created.
+pub async fn create_first_admin(
+    db: &Db,
+    name: &str,
+    hash: impl FnOnce() -> Result<String, Error>,
+) -> Result<bool, Error> {
+    if count(db).await? > 0 {
+        return Ok(false);
+    }
+    let password_hash = hash()?;
+    let mut tx = db.begin_write().await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+        .fetch_one(&mut *tx)
+        .await?;
+    if n > 0 {
+        return Ok(false);
+    }
+    let t = now();
+    sqlx::query(
+        "INSERT INTO users (name, password_hash, is_admin, disabled, password_changed_at, \
+         created_at, updated_at) VALUES (?, ?, 1, 0, ?, ?, ?)",
+    )
+    .bind(name)
+    .bind(&password_hash)
+    .bind(t)
+    .bind(t)
+    .bind(t)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(&mut tx, "system", "user.create", name, "first admin").await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub async fn count(db: &Db) -> Result<i64, Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+        .fetch_one(db.reader())
+        .await?;
+    Ok(n)
+}
+
+/// Refuses a change that would leave no enabled admin.
+async fn keep_an_admin(tx: &mut Tx, user: &User, action: &str) -> Result<(), Error> {
+    if !user.is_admin || user.disabled {
+        return Ok(());
+    }
+    let (others,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM users WHERE is_admin = 1 AND disabled = 0 AND id != ?",
+    )
+    .bind(user.id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if others == 0 {
+        return Err(Error::conflict(
+            "last_admin",
+            format!(
+                "cannot {action} {:?}: it is the last enabled admin",
+                user.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies `changes` to the user `name` and returns it as it now is.
+pub async fn update(db: &Db, name: &str, changes: &Changes, actor: &str) -> Result<User, Error> {
+    let mut tx = db.begin_write().await?;
+    let user = get_in(&mut tx, name).await?;
+    if changes.admin == Some(false) && user.is_admin {
+        keep_an_admin(&mut tx, &user, "remove admin rights from").await?;
+    }
+    if changes.disabled == Some(true) && !user.disabled {
+        keep_an_admin(&mut tx, &user, "disable").await?;
+    }
+    let t = now();
+    let password_changed = changes.password_hash.is_some();
+    let newly_disabled = changes.disabled == Some(true) && !user.disabled;
+    sqlx::query(
+        "UPDATE users SET password_hash = ?, imported_hash = ?, is_admin = ?, disabled = ?, \
+         password_changed_at = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(
+        changes
+            .password_hash
+            .as_deref()
+            .unwrap_or(&user.password_hash),
+    )
+    .bind(if password_changed {
+        None
+    } else {
+        user.imported_hash.as_deref()
+    })
+    .bind(changes.admin.unwrap_or(user.is_admin))
+    .bind(changes.disabled.unwrap_or(user.disabled))
+    .bind(if password_changed {
+        t
+    } else {
+        user.password_changed_at
+    })
+    .bind(t)
+    .bind(user.id)
+    .execute(&mut *tx)
+    .await?;
+    if password_changed || newly_disabled {
+        // Refresh tokens must not outlive the credentials they stand for.
+        sqlx::query("DELETE FROM refresh_tokens WHERE user_id = ?")
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut what = Vec::new();
+    if password_changed {
+        what.push("password".to_owned());
+    }
+    if let Some(a) = changes.admin {
+        what.push(format!("admin={a}"));
+    }
+    if let Some(d) = changes.disabled {
+        what.push(format!("disabled={d}"));
+    }
+    audit::record(&mut tx, actor, "user.update", name, &what.join(" ")).await?;
+    let user = get_in(&mut tx, name).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Replaces a legacy hash after a good login. Compare-and-set: if the hash
+/// changed meanwhile (a password change), nothing happens. Not a password
+/// change: refresh tokens stay valid.
+pub async fn upgrade_hash(db: &Db, id: i64, old: &str, new: &str) -> Result<bool, Error> {
+    let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
+        .bind(new)
+        .bind(id)
+        .bind(old)
+        .execute(&db.write)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a user with its grants and refresh tokens.
+pub async fn delete(db: &Db, name: &str, actor: &str) -> Result<(), Error> {
+    let mut tx = db.begin_write().await?;
+    let user = get_in(&mut tx, name).await?;
+    keep_an_admin(&mut tx, &user, "delete").await?;
+    sqlx::query("DELETE FROM grants WHERE subject = ?")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM refresh_tokens WHERE user_id = ?")
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM users WHERE id = ?")
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(&mut tx, actor, "user.delete", name, "").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Imports (name, hash) pairs in one transaction. New names are created;
+/// for existing users a hash equal to the one last imported (or the current
+/// one) is left alone, and a different one replaces the password.
+pub async fn import(
+    db: &Db,
+    entries: &[(String, String)],
+    actor: &str,
+) -> Result<ImportCounts, Error> {
+    let mut counts = ImportCounts::default();
+    let mut tx = db.begin_write().await?;
+    let t = now();
+    for (name, hash) in entries {
+        let existing: Option<(i64, String, Option<String>)> =
+            sqlx::query_as("SELECT id, password_hash, imported_hash FROM users WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO users (name, password_hash, imported_hash, is_admin, disabled, \
+                     password_changed_at, created_at, updated_at) VALUES (?, ?, ?, 0, 0, ?, ?, ?)",
+                )
+                .bind(name)
+                .bind(hash)
+                .bind(hash)
+                .bind(t)
+                .bind(t)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+                counts.imported += 1;
+            }
+            Some((_, current, imported))
+                if imported.as_deref() == Some(hash.as_str()) || current == *hash =>
+            {
+                counts.unchanged += 1;
+            }
+            Some((id, _, _)) => {
+                sqlx::query(
+                    "UPDATE users SET password_hash = ?, imported_hash = ?, \
+                     password_changed_at = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(hash)
+                .bind(hash)
+                .bind(t)
+                .bind(t)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM refresh_tokens WHERE user_id = ?")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                counts.updated += 1;
+            }
+        }
+    }
+    audit::record(
+        &mut tx,
+        actor,
+        "htpasswd.import",
+        "",
+        &format!(
+            "imported={} updated={} unchanged={}",
+            counts.imported, counts.updated, counts.unchanged
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(counts)
+}

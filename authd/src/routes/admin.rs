@@ -1,0 +1,330 @@
+//! The admin API under `/api/v1`: users, grants, htpasswd import, refresh
+//! tokens and the audit log. Every handler takes [`Admin`], so a handler
+//! that compiles has already checked that the caller is an admin — by Basic
+//! credentials of an admin or by a bearer token from this authd carrying
+//! `authd:admin:*`.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiJson, ClientAddr, Credentials, Params, body_error};
+use crate::db::users::{self, Changes, UserView};
+use crate::db::{audit, grants as grant_db, refresh_tokens};
+use crate::error::Error;
+use crate::grants::{ActionSet, GrantView, Target, check_subject, check_user_name};
+use crate::htpasswd;
+use crate::state::AppState;
+
+/// An authenticated admin; `actor` is what the audit log records.
+#[derive(Debug)]
+pub struct Admin {
+    pub actor: String,
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, Error> {
+        let Ok(ClientAddr(client)) = ClientAddr::from_request_parts(parts, state).await;
+        let name = match Credentials::from_headers(&parts.headers)? {
+            Credentials::None => {
+                return Err(Error::unauthorized(
+                    "the admin API needs Basic credentials of an admin, or a bearer token with \
+                     authd:admin:* access",
+                ));
+            }
+            Credentials::Basic { user, password } => {
+                let user = state
+                    .auth
+                    .login(&state.db, &user, &password, client)
+                    .await?;
+                if !user.is_admin {
+                    return Err(Error::forbidden(format!(
+                        "user {:?} is not an admin",
+                        user.name
+                    )));
+                }
+                user.name
+            }
+            Credentials::Bearer(jwt) => {
+                let opts = token::VerifyOptions::new(&state.config.issuer, &state.config.service);
+                let claims = token::verify::verify(&jwt, &state.keys.current().trusted, &opts)
+                    .map_err(|e| Error::unauthorized(format!("bearer token refused: {e}")))?;
+                let admin_access = claims.access.iter().any(|ra| {
+                    ra.resource_type == token::ADMIN_TYPE
+                        && ra.name == token::ADMIN_NAME
+                        && ra.actions.iter().any(|a| a == "*")
+                });
+                if !admin_access {
+                    return Err(Error::forbidden(format!(
+                        "bearer token does not carry {}:{}:*",
+                        token::ADMIN_TYPE,
+                        token::ADMIN_NAME
+                    )));
+                }
+                // The token may outlive the user's admin rights.
+                match users::get(&state.db, &claims.sub).await? {
+                    Some(u) if u.is_admin && !u.disabled => u.name,
+                    _ => {
+                        return Err(Error::forbidden(format!(
+                            "user {:?} is no longer an enabled admin",
+                            claims.sub
+                        )));
+                    }
+                }
+            }
+        };
+        Ok(Admin {
+            actor: format!("api:{name}"),
+        })
+    }
+}
+
+fn user_json(u: &users::User) -> Value {
+    json!(UserView::from(u))
+}
+
+pub async fn list_users(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, Error> {
+    let users = users::list(&state.db).await?;
+    Ok(Json(json!(
+        users.iter().map(UserView::from).collect::<Vec<_>>()
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    disabled: bool,
+}
+
+pub async fn create_user(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<Response, Error> {
+    check_user_name(&body.name)?;
+    let hash = state.auth.hash_new(&body.password).await?;
+    let user = users::create(
+        &state.db,
+        &body.name,
+        &hash,
+        body.admin,
+        body.disabled,
+        &admin.actor,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
+}
+
+pub async fn get_user(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Error> {
+    Ok(Json(user_json(
+        &users::get_existing(&state.db, &name).await?,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    password: Option<String>,
+    admin: Option<bool>,
+    disabled: Option<bool>,
+}
+
+pub async fn update_user(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UserPatch>,
+) -> Result<Json<Value>, Error> {
+    // 404 before spending argon2 on a password for nobody.
+    users::get_existing(&state.db, &name).await?;
+    let password_hash = match &body.password {
+        Some(p) => Some(state.auth.hash_new(p).await?),
+        None => None,
+    };
+    let changes = Changes {
+        password_hash,
+        admin: body.admin,
+        disabled: body.disabled,
+    };
+    let user = users::update(&state.db, &name, &changes, &admin.actor).await?;
+    Ok(Json(user_json(&user)))
+}
+
+pub async fn delete_user(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Error> {
+    users::delete(&state.db, &name, &admin.actor).await?;
+    state.grants.invalidate();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_tokens(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let user = users::get_existing(&state.db, &name).await?;
+    let tokens = refresh_tokens::list_for_user(&state.db, user.id).await?;
+    Ok(Json(json!(
+        tokens
+            .iter()
+            .map(refresh_tokens::RefreshTokenView::from)
+            .collect::<Vec<_>>()
+    )))
+}
+
+pub async fn revoke_token(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
+    let user = users::get_existing(&state.db, &name).await?;
+    refresh_tokens::delete(&state.db, &user, &id, &admin.actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_grants(
+    _: Admin,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, Error> {
+    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
+    let grants = grant_db::list(&state.db, params.first("subject")).await?;
+    Ok(Json(json!(
+        grants.iter().map(GrantView::from).collect::<Vec<_>>()
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGrant {
+    subject: String,
+    pattern: String,
+    #[serde(default)]
+    actions: Vec<String>,
+    #[serde(rename = "type")]
+    resource_type: Option<String>,
+}
+
+/// Checks a grant given through the API or CLI and returns its parts.
+pub fn parse_grant(
+    subject: &str,
+    resource_type: Option<&str>,
+    pattern: &str,
+    actions: &[String],
+) -> Result<(Target, ActionSet), Error> {
+    check_subject(subject)?;
+    let target = Target::parse(resource_type, pattern)?;
+    if subject == crate::grants::ANONYMOUS && pattern.contains(crate::grants::USER_PLACEHOLDER) {
+        return Err(Error::bad_request(
+            "invalid_pattern",
+            "anonymous requests have no user: ${user} cannot be used",
+        ));
+    }
+    let actions = match (&target, actions.is_empty()) {
+        (Target::Catalog, true) => ActionSet::ALL,
+        (_, true) => {
+            return Err(Error::bad_request(
+                "invalid_actions",
+                "actions are required (pull, push, delete or *)",
+            ));
+        }
+        (_, false) => ActionSet::parse(actions.iter().flat_map(|a| a.split(',')))
+            .map_err(|e| Error::bad_request("invalid_actions", e))?,
+    };
+    if target == Target::Catalog && actions != ActionSet::ALL {
+        return Err(Error::bad_request(
+            "invalid_actions",
+            "the catalog grant takes the action * only",
+        ));
+    }
+    Ok((target, actions))
+}
+
+pub async fn create_grant(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewGrant>,
+) -> Result<Response, Error> {
+    let (target, actions) = parse_grant(
+        &body.subject,
+        body.resource_type.as_deref(),
+        &body.pattern,
+        &body.actions,
+    )?;
+    let (grant, created) =
+        grant_db::upsert(&state.db, &body.subject, &target, actions, &admin.actor).await?;
+    state.grants.invalidate();
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!(GrantView::from(&grant)))).into_response())
+}
+
+pub async fn delete_grant(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let id: i64 = id.parse().map_err(|_| {
+        Error::bad_request("invalid_id", format!("grant id {id:?} is not a number"))
+    })?;
+    grant_db::delete(&state.db, id, &admin.actor).await?;
+    state.grants.invalidate();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body is the htpasswd file itself; `?skip_invalid=true` imports the
+/// good lines of a file with bad ones.
+pub async fn import_htpasswd(
+    admin: Admin,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<htpasswd::Report>, Error> {
+    let body = body.map_err(|r| body_error(&r))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Error::bad_request("invalid_htpasswd", "the htpasswd file is not UTF-8"))?;
+    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
+    let report =
+        htpasswd::import(&state.db, text, params.flag("skip_invalid"), &admin.actor).await?;
+    Ok(Json(report))
+}
+
+pub async fn audit(
+    _: Admin,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, Error> {
+    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
+    let limit = match params.first("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| Error::invalid_request("limit must be 1 to 1000"))?,
+        None => 100,
+    };
+    Ok(Json(json!(audit::list(&state.db, limit).await?)))
+}

@@ -1,0 +1,193 @@
+//! `GET /token` (docker before login, podman, skopeo, crane) and
+//! `POST /token` (OAuth2 form: docker after login, containerd), as
+//! PROTOCOL.md §3 describes. Errors use the OAuth2 + registry shape.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use token::Scope;
+
+use super::{ClientAddr, Credentials, Params, body_error};
+use crate::db::users::User;
+use crate::error::Error;
+use crate::grants::{self, Principal};
+use crate::state::AppState;
+use crate::token::{self as issuing, TokenResponse};
+
+/// Longest `client_id` stored with a refresh token.
+const MAX_CLIENT_ID_LEN: usize = 256;
+
+pub async fn get(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
+    respond(handle_get(&state, client, &params, &headers).await)
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(handle_post(&state, client, &headers, body).await)
+}
+
+fn respond(result: Result<TokenResponse, Error>) -> Response {
+    match result {
+        Ok(body) => {
+            let mut response = Json(body).into_response();
+            let h = response.headers_mut();
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(e) => e.into_oauth_response(),
+    }
+}
+
+/// Refuses a request naming another service than ours.
+fn check_service(state: &AppState, params: &Params) -> Result<(), Error> {
+    match params.first("service") {
+        Some(s) if s != state.config.service => Err(Error::invalid_request(format!(
+            "unknown service {:?}: this server issues tokens for {:?}",
+            s.chars().take(100).collect::<String>(),
+            state.config.service
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn scopes(params: &Params) -> Result<Vec<Scope>, Error> {
+    Scope::parse_all(params.all("scope"))
+        .map_err(|e| Error::bad_request("invalid_scope", e.to_string()))
+}
+
+async fn handle_get(
+    state: &AppState,
+    client: std::net::IpAddr,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<TokenResponse, Error> {
+    check_service(state, params)?;
+    let scopes = scopes(params)?;
+    match Credentials::from_headers(headers)? {
+        Credentials::None => issue(state, None, &scopes, None).await,
+        Credentials::Basic { user, password } => {
+            let user = state
+                .auth
+                .login(&state.db, &user, &password, client)
+                .await?;
+            let offline = params.flag("offline_token");
+            let client_id = params.first("client_id").unwrap_or("unknown");
+            issue(state, Some(&user), &scopes, offline.then_some(client_id)).await
+        }
+        Credentials::Bearer(_) => Err(Error::invalid_request(
+            "GET /token takes Basic credentials or none",
+        )),
+    }
+}
+
+async fn handle_post(
+    state: &AppState,
+    client: std::net::IpAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<TokenResponse, Error> {
+    let body = body.map_err(|r| body_error(&r))?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let form = ct
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !form {
+            return Err(Error::invalid_request(
+                "POST /token takes an application/x-www-form-urlencoded body",
+            ));
+        }
+    }
+    let params = Params::parse(&body);
+    check_service(state, &params)?;
+    let grant_type = params
+        .first("grant_type")
+        .ok_or_else(|| Error::invalid_request("grant_type is required"))?;
+    if !matches!(grant_type, "password" | "refresh_token") {
+        return Err(Error::bad_request(
+            "unsupported_grant_type",
+            format!(
+                "unsupported grant_type {:?} (use password or refresh_token)",
+                grant_type.chars().take(100).collect::<String>()
+            ),
+        ));
+    }
+    let client_id = params
+        .first("client_id")
+        .ok_or_else(|| Error::invalid_request("client_id is required"))?;
+    if client_id.len() > MAX_CLIENT_ID_LEN {
+        return Err(Error::invalid_request(format!(
+            "client_id is longer than {MAX_CLIENT_ID_LEN} bytes"
+        )));
+    }
+    let scopes = scopes(&params)?;
+    if grant_type == "password" {
+        let (Some(name), Some(password)) = (params.first("username"), params.first("password"))
+        else {
+            return Err(Error::invalid_request(
+                "grant_type=password needs username and password",
+            ));
+        };
+        let user = state.auth.login(&state.db, name, password, client).await?;
+        let offline = params.first("access_type") == Some("offline");
+        issue(state, Some(&user), &scopes, offline.then_some(client_id)).await
+    } else {
+        let token = params.first("refresh_token").ok_or_else(|| {
+            Error::invalid_request("grant_type=refresh_token needs refresh_token")
+        })?;
+        let user = issuing::redeem_refresh_token(state, token).await?;
+        issue(state, Some(&user), &scopes, None).await
+    }
+}
+
+/// Signs a token for `user` (anonymous when `None`) with the requested
+/// scopes it holds, and a refresh token when `refresh_for` names a client.
+async fn issue(
+    state: &AppState,
+    user: Option<&User>,
+    scopes: &[Scope],
+    refresh_for: Option<&str>,
+) -> Result<TokenResponse, Error> {
+    let principal = match user {
+        Some(u) => Principal::User {
+            name: &u.name,
+            admin: u.is_admin,
+        },
+        None => Principal::Anonymous,
+    };
+    // A login (no scope) needs no grants, and admins hold everything.
+    let access = if scopes.is_empty() {
+        Vec::new()
+    } else if user.is_some_and(|u| u.is_admin) {
+        grants::authorize(principal, &[], scopes)?
+    } else {
+        let grants = state
+            .grants
+            .for_principal(&state.db, principal.name())
+            .await?;
+        grants::authorize(principal, &grants, scopes)?
+    };
+    let mut response = issuing::issue(state, principal.name().unwrap_or(""), access)?;
+    if let (Some(client_id), Some(user)) = (refresh_for, user) {
+        response.refresh_token = Some(issuing::create_refresh_token(state, user, client_id).await?);
+    }
+    Ok(response)
+}
