@@ -22,6 +22,7 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 
 pub struct TestApp {
     pub dir: tempfile::TempDir,
+    root: PathBuf,
     pub app: Router,
 }
 
@@ -87,6 +88,11 @@ impl TestApp {
     pub async fn with_config(yaml: &str) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
+        TestApp::with_root(dir, root, yaml).await
+    }
+
+    /// A registry storing under `root`, kept alive with `dir`.
+    pub async fn with_root(dir: tempfile::TempDir, root: PathBuf, yaml: &str) -> TestApp {
         let config = Config::from_yaml(
             yaml,
             [(
@@ -98,12 +104,13 @@ impl TestApp {
         let state = registry::build_state(config).await.expect("state");
         TestApp {
             dir,
+            root,
             app: registry::app(state),
         }
     }
 
     pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.root.clone()
     }
 
     pub async fn send(&self, req: Request<Body>) -> TestResponse {
