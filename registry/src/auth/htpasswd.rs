@@ -76,31 +76,28 @@ impl Htpasswd {
             return Ok(());
         }
         inner.checked = Some(Instant::now());
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified());
-        let modified = match modified {
-            Ok(m) => m,
-            Err(e) if strict => anyhow::bail!("htpasswd file {}: {e}", self.path.display()),
-            Err(e) => {
-                tracing::warn!(
-                    "htpasswd file {}: {e}; keeping the users loaded before",
-                    self.path.display()
-                );
-                return Ok(());
+        // At start a missing or unreadable file is an error; later the
+        // users loaded before are kept (and the problem logged).
+        let keep_or_fail = |e: std::io::Error| -> anyhow::Result<()> {
+            if strict {
+                anyhow::bail!("htpasswd file {}: {e}", self.path.display());
             }
+            tracing::warn!(
+                "htpasswd file {}: {e}; keeping the users loaded before",
+                self.path.display()
+            );
+            Ok(())
+        };
+        let modified = match std::fs::metadata(&self.path).and_then(|m| m.modified()) {
+            Ok(m) => m,
+            Err(e) => return keep_or_fail(e),
         };
         if inner.modified == Some(modified) {
             return Ok(());
         }
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if strict => anyhow::bail!("htpasswd file {}: {e}", self.path.display()),
-            Err(e) => {
-                tracing::warn!(
-                    "htpasswd file {}: {e}; keeping the users loaded before",
-                    self.path.display()
-                );
-                return Ok(());
-            }
+            Err(e) => return keep_or_fail(e),
         };
         let mut users = std::collections::HashMap::new();
         for (n, line) in text.lines().enumerate() {

@@ -154,11 +154,7 @@ pub async fn delete(
     name: &RepoName,
     digest: &Digest,
 ) -> Result<Response> {
-    if !state.config.delete_enabled {
-        return Err(Error::unsupported(
-            "deletes are disabled on this registry (storage.delete.enabled)",
-        ));
-    }
+    super::deletes_allowed(state)?;
     let (n, d) = (name.clone(), digest.clone());
     if !state.storage.run(move |s| s.unlink_blob(&n, &d)).await? {
         return Err(Error::blob_unknown(digest));

@@ -125,11 +125,7 @@ pub async fn delete(
     name: &RepoName,
     reference: &Reference,
 ) -> Result<Response> {
-    if !state.config.delete_enabled {
-        return Err(Error::unsupported(
-            "deletes are disabled on this registry (storage.delete.enabled)",
-        ));
-    }
+    super::deletes_allowed(state)?;
     let (n, r) = (name.clone(), reference.clone());
     let deleted = state
         .storage

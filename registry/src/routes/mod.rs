@@ -195,16 +195,23 @@ async fn delete_repository(
     _: &crate::auth::Granted,
     name: &crate::oci::RepoName,
 ) -> Result<Response> {
-    if !state.config.delete_enabled {
-        return Err(Error::unsupported(
-            "deletes are disabled on this registry (storage.delete.enabled)",
-        ));
-    }
+    deletes_allowed(state)?;
     let n = name.clone();
     if !state.storage.run(move |s| s.delete_repository(&n)).await? {
         return Err(Error::name_unknown(name));
     }
     Ok(empty_response(StatusCode::ACCEPTED, HeaderMap::new()))
+}
+
+/// Refuses deletes unless `storage.delete.enabled`, as distribution does.
+pub(crate) fn deletes_allowed(state: &AppState) -> Result<()> {
+    if state.config.delete_enabled {
+        Ok(())
+    } else {
+        Err(Error::unsupported(
+            "deletes are disabled on this registry (storage.delete.enabled)",
+        ))
+    }
 }
 
 /// A JSON response with an exact `Content-Length`.

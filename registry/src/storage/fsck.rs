@@ -181,85 +181,57 @@ impl<B: Backend> Storage<B> {
         let repo = name.to_string();
         let root = paths::repositories_root();
         // Blob links.
-        let layers = paths::layers_dir(name);
-        for alg in self
-            .backend
-            .list(&layers)
-            .map_err(io_err("listing blob links"))?
-        {
-            for e in self
-                .backend
-                .list(&layers.join(&alg.name))
-                .map_err(io_err("listing blob links"))?
-            {
-                let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, e.name)) else {
-                    continue;
-                };
-                report.links += 1;
-                let link = paths::layer_link(name, &d);
-                let problem = if !self.link_is(&link, &d)? {
-                    Some(Problem::BadLink(link.clone()))
-                } else if !self.blob_data_exists(&d)? {
-                    Some(Problem::DanglingLayer(repo.clone(), d.clone()))
-                } else {
-                    None
-                };
-                if let Some(p) = problem {
-                    report.problems.push(p);
-                    if repair {
-                        self.remove_link(&link, &root)?;
-                        report.repaired += 1;
-                    }
+        for d in self.digests_in(&paths::layers_dir(name))? {
+            report.links += 1;
+            let link = paths::layer_link(name, &d);
+            let problem = if !self.link_is(&link, &d)? {
+                Some(Problem::BadLink(link.clone()))
+            } else if !self.blob_data_exists(&d)? {
+                Some(Problem::DanglingLayer(repo.clone(), d.clone()))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                report.problems.push(p);
+                if repair {
+                    self.remove_link(&link, &root)?;
+                    report.repaired += 1;
                 }
             }
         }
         // Manifest revisions and what they reference.
-        let revisions = paths::revisions_dir(name);
-        for alg in self
-            .backend
-            .list(&revisions)
-            .map_err(io_err("listing manifests"))?
-        {
-            for e in self
-                .backend
-                .list(&revisions.join(&alg.name))
-                .map_err(io_err("listing manifests"))?
-            {
-                let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, e.name)) else {
-                    continue;
-                };
-                report.links += 1;
-                let link = paths::revision_link(name, &d);
-                if !self.link_is(&link, &d)? {
-                    report.problems.push(Problem::BadLink(link.clone()));
-                    if repair {
-                        self.remove_link(&link, &root)?;
-                        report.repaired += 1;
-                    }
-                    continue;
+        for d in self.digests_in(&paths::revisions_dir(name))? {
+            report.links += 1;
+            let link = paths::revision_link(name, &d);
+            if !self.link_is(&link, &d)? {
+                report.problems.push(Problem::BadLink(link.clone()));
+                if repair {
+                    self.remove_link(&link, &root)?;
+                    report.repaired += 1;
                 }
-                let refs = self
-                    .load_manifest(&d)?
-                    .and_then(|m| super::gc::refs_of(&m.bytes))
-                    .map(super::gc::Refs::all);
-                let Some(refs) = refs else {
-                    report
-                        .problems
-                        .push(Problem::DanglingRevision(repo.clone(), d.clone()));
-                    if repair {
-                        self.remove_link(&link, &root)?;
-                        report.repaired += 1;
-                    }
-                    continue;
-                };
-                for b in refs {
-                    if !self.blob_data_exists(&b)? {
-                        report.problems.push(Problem::MissingReference {
-                            repository: repo.clone(),
-                            manifest: d.clone(),
-                            missing: b,
-                        });
-                    }
+                continue;
+            }
+            let refs = self
+                .load_manifest(&d)?
+                .and_then(|m| super::gc::refs_of(&m.bytes))
+                .map(super::gc::Refs::all);
+            let Some(refs) = refs else {
+                report
+                    .problems
+                    .push(Problem::DanglingRevision(repo.clone(), d.clone()));
+                if repair {
+                    self.remove_link(&link, &root)?;
+                    report.repaired += 1;
+                }
+                continue;
+            };
+            for b in refs {
+                if !self.blob_data_exists(&b)? {
+                    report.problems.push(Problem::MissingReference {
+                        repository: repo.clone(),
+                        manifest: d.clone(),
+                        missing: b,
+                    });
                 }
             }
         }

@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Backend, Storage, io_err, paths};
@@ -346,30 +346,16 @@ impl<B: Backend> Storage<B> {
 
     /// Revisions of a repository with the time their link was written.
     fn revisions(&self, name: &RepoName) -> Result<Vec<(Digest, SystemTime)>> {
-        let dir = paths::revisions_dir(name);
         let mut out = Vec::new();
-        for alg in self
-            .backend
-            .list(&dir)
-            .map_err(io_err("listing manifests"))?
-        {
-            for entry in self
+        for d in self.digests_in(&paths::revisions_dir(name))? {
+            let link = paths::revision_link(name, &d);
+            if let Some(meta) = self
                 .backend
-                .list(&dir.join(&alg.name))
-                .map_err(io_err("listing manifests"))?
+                .stat(&link)
+                .map_err(io_err("reading a manifest link"))?
+                && self.link_is(&link, &d)?
             {
-                let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, entry.name)) else {
-                    continue;
-                };
-                let link = paths::revision_link(name, &d);
-                if let Some(meta) = self
-                    .backend
-                    .stat(&link)
-                    .map_err(io_err("reading a manifest link"))?
-                    && self.link_is(&link, &d)?
-                {
-                    out.push((d, meta.modified));
-                }
+                out.push((d, meta.modified));
             }
         }
         Ok(out)
@@ -552,66 +538,21 @@ impl<B: Backend> Storage<B> {
             .map_err(io_err("listing collections"))?
         {
             let base = paths::gc_root().join(&run.name);
-            let blobs = base.join("blobs");
-            for alg in self
-                .backend
-                .list(&blobs)
-                .map_err(io_err("listing collections"))?
-            {
-                for e in self
-                    .backend
-                    .list(&blobs.join(&alg.name))
-                    .map_err(io_err("listing collections"))?
-                {
-                    let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, e.name)) else {
-                        continue;
-                    };
-                    self.put_back(&blobs.join(&alg.name).join(&e.name), &paths::blob_data(&d))?;
-                    count += 1;
-                }
+            for d in self.digests_in(&base.join("blobs"))? {
+                self.put_back(&paths::gc_trash_blob(&run.name, &d), &paths::blob_data(&d))?;
+                count += 1;
             }
-            let repos = base.join("repositories");
-            let mut stack: Vec<(PathBuf, String)> = vec![(repos.clone(), String::new())];
-            while let Some((dir, prefix)) = stack.pop() {
-                for e in self
-                    .backend
-                    .list(&dir)
-                    .map_err(io_err("listing collections"))?
-                {
-                    if e.name == "_revisions" {
-                        let Ok(name) = RepoName::parse(&prefix) else {
-                            continue;
-                        };
-                        let rdir = dir.join("_revisions");
-                        for alg in self
-                            .backend
-                            .list(&rdir)
-                            .map_err(io_err("listing collections"))?
-                        {
-                            for l in self
-                                .backend
-                                .list(&rdir.join(&alg.name))
-                                .map_err(io_err("listing collections"))?
-                            {
-                                let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, l.name))
-                                else {
-                                    continue;
-                                };
-                                self.put_back(
-                                    &rdir.join(&alg.name).join(&l.name),
-                                    &paths::revision_link(&name, &d),
-                                )?;
-                                count += 1;
-                            }
-                        }
-                    } else if e.is_dir {
-                        let p = if prefix.is_empty() {
-                            e.name.clone()
-                        } else {
-                            format!("{prefix}/{}", e.name)
-                        };
-                        stack.push((dir.join(&e.name), p));
-                    }
+            for repo in self.repositories_holding(&base.join("repositories"), "_revisions")? {
+                let Ok(name) = RepoName::parse(&repo) else {
+                    continue;
+                };
+                let set_aside = base.join("repositories").join(&repo).join("_revisions");
+                for d in self.digests_in(&set_aside)? {
+                    self.put_back(
+                        &paths::gc_trash_revision(&run.name, &name, &d),
+                        &paths::revision_link(&name, &d),
+                    )?;
+                    count += 1;
                 }
             }
             self.backend
@@ -627,92 +568,27 @@ impl<B: Backend> Storage<B> {
     /// Removes `_layers` links whose blob data is gone.
     fn remove_dangling_layer_links(&self) -> Result<usize> {
         let mut removed = 0;
-        for repo in self.list_repositories_with_layers()? {
+        for repo in self.repositories_holding(&paths::repositories_root(), "_layers")? {
             let Ok(name) = RepoName::parse(&repo) else {
                 continue;
             };
-            let dir = paths::layers_dir(&name);
-            for alg in self
-                .backend
-                .list(&dir)
-                .map_err(io_err("listing blob links"))?
-            {
-                for e in self
-                    .backend
-                    .list(&dir.join(&alg.name))
-                    .map_err(io_err("listing blob links"))?
-                {
-                    let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, e.name)) else {
-                        continue;
-                    };
-                    if !self.blob_data_exists(&d)? {
-                        self.remove_link(
-                            &paths::layer_link(&name, &d),
-                            &paths::repositories_root(),
-                        )?;
-                        removed += 1;
-                    }
+            for d in self.digests_in(&paths::layers_dir(&name))? {
+                if !self.blob_data_exists(&d)? {
+                    self.remove_link(&paths::layer_link(&name, &d), &paths::repositories_root())?;
+                    removed += 1;
                 }
             }
         }
         Ok(removed)
     }
 
-    /// Every directory holding `_layers`, whether or not it still holds
-    /// manifests.
-    fn list_repositories_with_layers(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut stack = vec![(paths::repositories_root(), String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            for e in self
-                .backend
-                .list(&dir)
-                .map_err(io_err("listing repositories"))?
-            {
-                if !e.is_dir || e.name.starts_with('.') {
-                    continue;
-                }
-                if e.name == "_layers" {
-                    out.push(prefix.clone());
-                } else if !e.name.starts_with('_') {
-                    let p = if prefix.is_empty() {
-                        e.name.clone()
-                    } else {
-                        format!("{prefix}/{}", e.name)
-                    };
-                    stack.push((dir.join(&e.name), p));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Deletes uploads started more than `age` ago.
     fn purge_uploads(&self, age: Duration, dry_run: bool, report: &mut GcReport) -> Result<()> {
-        let mut stack = vec![(paths::repositories_root(), String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            for e in self
-                .backend
-                .list(&dir)
-                .map_err(io_err("listing repositories"))?
-            {
-                if !e.is_dir || e.name.starts_with('.') {
-                    continue;
-                }
-                if e.name == "_uploads" {
-                    let Ok(name) = RepoName::parse(&prefix) else {
-                        continue;
-                    };
-                    self.purge_repo_uploads(&name, age, dry_run, report)?;
-                } else if !e.name.starts_with('_') {
-                    let p = if prefix.is_empty() {
-                        e.name.clone()
-                    } else {
-                        format!("{prefix}/{}", e.name)
-                    };
-                    stack.push((dir.join(&e.name), p));
-                }
-            }
+        for repo in self.repositories_holding(&paths::repositories_root(), "_uploads")? {
+            let Ok(name) = RepoName::parse(&repo) else {
+                continue;
+            };
+            self.purge_repo_uploads(&name, age, dry_run, report)?;
         }
         Ok(())
     }

@@ -120,40 +120,72 @@ impl<B: Backend> Storage<B> {
     }
 
     /// Every repository name, sorted. A repository is a directory holding
-    /// `_manifests`; directories starting with `_` are never descended into.
+    /// `_manifests`, as distribution sees it.
     pub fn list_repositories(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        self.walk_repositories(&paths::repositories_root(), "", &mut out)?;
+        let mut out = self.repositories_holding(&paths::repositories_root(), "_manifests")?;
         out.sort_unstable();
         Ok(out)
     }
 
-    fn walk_repositories(&self, dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
-        for entry in self
-            .backend
-            .list(dir)
-            .map_err(io_err("listing repositories"))?
-        {
-            // Not a directory, or a staged one (`.name.tmp-…`) not yet in place.
-            if !entry.is_dir || entry.name.starts_with('.') {
-                continue;
-            }
-            if entry.name == "_manifests" {
-                if token::name::is_valid_repository(prefix) {
-                    out.push(prefix.to_owned());
+    /// Names of the repositories under `root` whose directory holds `marker`
+    /// (`_manifests`, `_layers`, `_uploads`, …). Directories starting with
+    /// `_` are never descended into, nor staged ones (`.name.tmp-…`) not
+    /// yet in place; names that are not valid repository names are skipped.
+    fn repositories_holding(&self, root: &Path, marker: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack = vec![(root.to_path_buf(), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            for entry in self
+                .backend
+                .list(&dir)
+                .map_err(io_err("listing repositories"))?
+            {
+                if !entry.is_dir || entry.name.starts_with('.') {
+                    continue;
                 }
-            } else if !entry.name.starts_with('_') {
-                let name = if prefix.is_empty() {
-                    entry.name.clone()
-                } else {
-                    format!("{prefix}/{}", entry.name)
-                };
-                if name.len() <= token::name::MAX_REPOSITORY_LEN {
-                    self.walk_repositories(&dir.join(&entry.name), &name, out)?;
+                if entry.name == marker {
+                    if token::name::is_valid_repository(&prefix) {
+                        out.push(prefix.clone());
+                    }
+                } else if !entry.name.starts_with('_') {
+                    let name = if prefix.is_empty() {
+                        entry.name.clone()
+                    } else {
+                        format!("{prefix}/{}", entry.name)
+                    };
+                    if name.len() <= token::name::MAX_REPOSITORY_LEN {
+                        stack.push((dir.join(&entry.name), name));
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(out)
+    }
+
+    /// The digests named by the entries `<dir>/<algorithm>/<hex>` (blob
+    /// links, revisions, referrers, content set aside); entries that name
+    /// no digest are skipped.
+    fn digests_in(&self, dir: &Path) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in self
+            .backend
+            .list(dir)
+            .map_err(io_err("listing a directory"))?
+        {
+            if !alg.is_dir {
+                continue;
+            }
+            for entry in self
+                .backend
+                .list(&dir.join(&alg.name))
+                .map_err(io_err("listing a directory"))?
+            {
+                if let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, entry.name)) {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
     }
 
     // ----- blobs -----
@@ -514,31 +546,14 @@ impl<B: Backend> Storage<B> {
 
     /// Manifests of the repository whose `subject` is `subject`.
     pub fn referrers(&self, name: &RepoName, subject: &Digest) -> Result<Vec<Arc<StoredManifest>>> {
-        let dir = paths::referrers_dir(name, subject);
         let mut out = Vec::new();
-        for alg in self
-            .backend
-            .list(&dir)
-            .map_err(io_err("listing referrers"))?
-        {
-            if !alg.is_dir {
+        for d in self.digests_in(&paths::referrers_dir(name, subject))? {
+            // Still a manifest of this repository (not deleted since).
+            if self.resolve(name, &Reference::Digest(d.clone()))?.is_none() {
                 continue;
             }
-            for entry in self
-                .backend
-                .list(&dir.join(&alg.name))
-                .map_err(io_err("listing referrers"))?
-            {
-                let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, entry.name)) else {
-                    continue;
-                };
-                // Still a manifest of this repository (not deleted since).
-                if self.resolve(name, &Reference::Digest(d.clone()))?.is_none() {
-                    continue;
-                }
-                if let Some(m) = self.load_manifest(&d)? {
-                    out.push(m);
-                }
+            if let Some(m) = self.load_manifest(&d)? {
+                out.push(m);
             }
         }
         out.sort_by(|a, b| a.digest.cmp(&b.digest));
