@@ -26,17 +26,29 @@ impl Drop for Server {
 impl Server {
     /// Starts `registry serve` on 127.0.0.1:0 over `root` with extra env.
     pub fn start(root: &Path, envs: &[(&str, &str)]) -> Server {
-        let log = root.with_extension("log");
+        let root_env = root.display().to_string();
+        let mut all = vec![
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:0"),
+            (
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                root_env.as_str(),
+            ),
+            ("REGISTRY_LOG_LEVEL", "warn"),
+        ];
+        all.extend_from_slice(envs);
+        Server::spawn(&["serve"], &all, &root.with_extension("log"))
+    }
+
+    /// Runs `registry <args>` with `envs`, stderr to `log`, and waits for
+    /// its `listening on` line.
+    pub fn spawn(args: &[&str], envs: &[(&str, &str)], log: &Path) -> Server {
         let stderr = std::fs::File::options()
             .create(true)
             .append(true)
-            .open(&log)
+            .open(log)
             .expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
-            .arg("serve")
-            .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
-            .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
-            .env("REGISTRY_LOG_LEVEL", "warn")
+            .args(args)
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -52,11 +64,15 @@ impl Server {
             .unwrap_or_else(|| {
                 panic!(
                     "no listening line; log: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
+                    std::fs::read_to_string(log).unwrap_or_default()
                 )
             })
             .to_owned();
-        Server { child, url, log }
+        Server {
+            child,
+            url,
+            log: log.to_owned(),
+        }
     }
 
     /// SIGKILL, as a crash.
