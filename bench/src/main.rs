@@ -1,1 +1,740 @@
-fn main() {}
+//! Benchmark: our registry and CNCF distribution 2.8 side by side, in one
+//! run, with the same client and the same data, printing both figures, the
+//! ratio ours/distribution and pass/fail against issue 3's targets.
+//!
+//! Run through `bench/run.sh` (builds the release binaries first). Each
+//! server gets a copy of one seeded data set (catalog and tag lists) in its own
+//! root, log level warn and no access log. Servers are measured one after the
+//! other (alternating who goes first), never at the same time.
+
+mod client;
+mod data;
+mod report;
+mod sys;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use clap::Parser;
+
+use crate::client::{OCI_MANIFEST, RegistryClient};
+use crate::data::{BASE_REPO, BASE_TAG, MANY_TAGS_REPO, SeedSpec, SmallImage};
+use crate::report::{Better, Figure, Row, Unit};
+
+/// Every metric, in the order they run (lists before pushes, so that the
+/// catalog holds exactly the seeded repositories when it is timed).
+const METRICS: &[&str] = &[
+    "disk",
+    "catalog",
+    "tags-5000",
+    "tags-list",
+    "manifest-get",
+    "small-push",
+    "push",
+    "push-chunked",
+    "pull",
+];
+
+#[derive(Parser, Debug)]
+#[command(about = "Registry benchmark: ours vs CNCF distribution 2.8, same client, same data")]
+struct Args {
+    /// Smaller sizes for a fast sanity run (64 MiB blobs, 1,000 repos, 3 s wrk).
+    #[arg(long)]
+    quick: bool,
+    /// Comma-separated metrics to run (default all): disk, catalog,
+    /// tags-5000, tags-list, manifest-get, small-push, push, push-chunked, pull.
+    /// RSS is always reported.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Which servers: ours, distribution (default both).
+    #[arg(long, value_delimiter = ',', default_value = "ours,distribution")]
+    servers: Vec<String>,
+    /// Our registry binary (default: the workspace's, same profile as this).
+    #[arg(long)]
+    ours_bin: Option<PathBuf>,
+    /// Working directory (blob files, server roots, cached seed data).
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Repetitions of blob push/pull (median reported).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Blob size in MiB for push/pull.
+    #[arg(long)]
+    blob_mib: Option<u64>,
+    /// Chunk size in MiB for the chunked push.
+    #[arg(long, default_value_t = 16)]
+    chunk_mib: usize,
+    /// wrk duration in seconds.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// wrk connections.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Small images pushed in total (split over the clients).
+    #[arg(long)]
+    small_images: Option<usize>,
+    /// Concurrent clients for small-image pushes.
+    #[arg(long, default_value_t = 8)]
+    small_clients: usize,
+    /// Layer size in bytes of a small image.
+    #[arg(long, default_value_t = 4096)]
+    small_layer: usize,
+    /// Repositories in the catalog data set.
+    #[arg(long)]
+    repos: Option<usize>,
+    /// Tags in the large tag list.
+    #[arg(long)]
+    tags: Option<usize>,
+    /// Timed repetitions of the catalog and tag-list requests (median).
+    #[arg(long, default_value_t = 5)]
+    list_reps: usize,
+    /// Also write the rows as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Resolved sizes.
+struct Plan {
+    blob_size: u64,
+    chunk: usize,
+    reps: usize,
+    wrk_duration: Duration,
+    small_images: usize,
+    seed: SeedSpec,
+}
+
+impl Args {
+    fn plan(&self) -> Plan {
+        let q = self.quick;
+        Plan {
+            blob_size: self.blob_mib.unwrap_or(if q { 64 } else { 1024 }) << 20,
+            chunk: self.chunk_mib << 20,
+            reps: self.reps.unwrap_or(if q { 1 } else { 3 }),
+            wrk_duration: Duration::from_secs(self.duration.unwrap_or(if q { 3 } else { 10 })),
+            small_images: self.small_images.unwrap_or(if q { 80 } else { 800 }),
+            seed: SeedSpec {
+                repos: self.repos.unwrap_or(if q { 1_000 } else { 10_000 }),
+                tags: self.tags.unwrap_or(if q { 500 } else { 5_000 }),
+            },
+        }
+    }
+
+    fn wants(&self, metric: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|m| m == metric)
+    }
+}
+
+/// One server under test.
+struct Server {
+    name: &'static str,
+    reg: e2e::Registry,
+    client: RegistryClient,
+}
+
+impl Server {
+    fn is_ours(&self) -> bool {
+        self.name == "ours"
+    }
+}
+
+/// Per-server figures of one metric, assembled into a row.
+fn row_of(mut row: Row, servers: &[Server], figures: Vec<Figure>) -> Row {
+    for (s, f) in servers.iter().zip(figures) {
+        if s.is_ours() {
+            row.ours = Some(f);
+        } else {
+            row.dist = Some(f);
+        }
+    }
+    row
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    }
+}
+
+/// Server indices in the order for repetition `rep` (alternating).
+fn order(n: usize, rep: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    if rep % 2 == 1 {
+        idx.reverse();
+    }
+    idx
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    for m in &args.only {
+        ensure!(
+            METRICS.contains(&m.as_str()),
+            "unknown metric {m}; known: {METRICS:?}"
+        );
+    }
+    let plan = args.plan();
+    let workdir = args
+        .workdir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("registry-bench"));
+    std::fs::create_dir_all(&workdir)?;
+    let run_dir = workdir.join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir)?;
+    let result = run(&args, &plan, &workdir, &run_dir).await;
+    // Server roots and blob files of this run; the seed cache stays.
+    let _ = std::fs::remove_dir_all(&run_dir);
+    result
+}
+
+async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result<()> {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut fsync_rate = None;
+    if args.wants("disk") {
+        let size = plan.blob_size.min(1 << 30);
+        let rate = sys::fsync_write_rate(run_dir, size)?;
+        eprintln!("bench: disk write with fsync: {:.1} MB/s", rate / 1e6);
+        fsync_rate = Some((rate, size));
+    }
+
+    let seed_root = if ["catalog", "tags-5000", "tags-list", "manifest-get"]
+        .iter()
+        .any(|m| args.wants(m))
+    {
+        Some(data::seeded_root(workdir, plan.seed, 16).await?)
+    } else {
+        None
+    };
+
+    let servers = start_servers(args, seed_root.as_deref(), run_dir)?;
+    ensure!(!servers.is_empty(), "no server to measure");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = Row::new("RSS idle", Unit::Bytes, Better::Lower, Some(1.0))
+        .with_note("VmRSS 2 s after start, seeded data present");
+    let idle = row_of(
+        idle,
+        &servers,
+        servers
+            .iter()
+            .map(|s| {
+                sys::proc_status_kb(s.reg.pid(), "VmRSS")
+                    .map(|b| b as f64)
+                    .map_err(|e| e.to_string())
+            })
+            .collect(),
+    );
+
+    if args.wants("catalog") {
+        rows.extend(catalog(&servers, plan, args.list_reps).await);
+    }
+    if args.wants("tags-5000") {
+        rows.push(tags_many(&servers, plan, args.list_reps).await);
+    }
+    if args.wants("tags-list") {
+        let url = format!("/v2/{BASE_REPO}/tags/list");
+        let row = Row::new(
+            &format!(
+                "tags list req/s ({} tags, c={})",
+                data::BASE_TAGS,
+                args.connections
+            ),
+            Unit::PerSec,
+            Better::Higher,
+            Some(3.0),
+        );
+        rows.push(wrk_row(
+            row,
+            &servers,
+            &url,
+            &[],
+            args.connections,
+            plan.wrk_duration,
+        ));
+    }
+    if args.wants("manifest-get") {
+        let url = format!("/v2/{BASE_REPO}/manifests/{BASE_TAG}");
+        let row = Row::new(
+            &format!("manifest GET req/s (c={})", args.connections),
+            Unit::PerSec,
+            Better::Higher,
+            Some(5.0),
+        );
+        let accept = format!("Accept: {OCI_MANIFEST}");
+        rows.push(wrk_row(
+            row,
+            &servers,
+            &url,
+            &[accept.as_str()],
+            args.connections,
+            plan.wrk_duration,
+        ));
+    }
+    if args.wants("small-push") {
+        rows.push(small_push(&servers, plan, args).await);
+    }
+    if args.wants("push") || args.wants("push-chunked") || args.wants("pull") {
+        rows.extend(blobs(&servers, plan, args, run_dir, fsync_rate.map(|(r, _)| r)).await?);
+    }
+
+    rows.push(idle);
+    let loaded = Row::new("RSS peak under load", Unit::Bytes, Better::Lower, Some(1.0))
+        .with_note("VmHWM (peak resident set) at the end of the run");
+    rows.push(row_of(
+        loaded,
+        &servers,
+        servers
+            .iter()
+            .map(|s| {
+                sys::proc_status_kb(s.reg.pid(), "VmHWM")
+                    .map(|b| b as f64)
+                    .map_err(|e| e.to_string())
+            })
+            .collect(),
+    ));
+
+    println!();
+    println!(
+        "registry benchmark: ours vs CNCF distribution 2.8 ({}; {} cores)",
+        if args.quick { "quick" } else { "full" },
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+    println!(
+        "blobs {} MiB x{} reps (chunks {} MiB); wrk {} s, {} connections; {} small images by {} clients; catalog {} repos; tag list {} tags",
+        plan.blob_size >> 20,
+        plan.reps,
+        plan.chunk >> 20,
+        plan.wrk_duration.as_secs(),
+        args.connections,
+        plan.small_images,
+        args.small_clients,
+        plan.seed.repos,
+        plan.seed.tags
+    );
+    if let Some((rate, size)) = fsync_rate {
+        println!(
+            "disk write rate with fsync (same run, {} MiB in 1 MiB writes + one fsync): {:.1} MB/s",
+            size >> 20,
+            rate / 1e6
+        );
+    }
+    println!();
+    print!("{}", report::render(&rows));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report::to_json(&rows))?)?;
+    }
+    Ok(())
+}
+
+fn start_servers(args: &Args, seed_root: Option<&Path>, run_dir: &Path) -> Result<Vec<Server>> {
+    let mut servers = Vec::new();
+    for name in &args.servers {
+        let root = run_dir.join(format!("root-{name}"));
+        if let Some(seed) = seed_root {
+            data::copy_seed(seed, &root)?;
+        }
+        let builder = e2e::Registry::builder()
+            .root(&root)
+            .log_level("warn")
+            .access_log(false)
+            .delete_enabled(true);
+        let (name, reg) = match name.as_str() {
+            "ours" => {
+                let bin = args
+                    .ours_bin
+                    .clone()
+                    .unwrap_or_else(|| e2e::bins::workspace_bin("registry"));
+                ("ours", builder.bin(bin).start())
+            }
+            "distribution" => ("distribution", builder.start_distribution()),
+            other => anyhow::bail!("unknown server {other} (ours, distribution)"),
+        };
+        let client = RegistryClient::new(reg.url())?;
+        eprintln!("bench: {name} at {} (pid {})", reg.url(), reg.pid());
+        servers.push(Server { name, reg, client });
+    }
+    Ok(servers)
+}
+
+/// Times `f` `reps` times after one untimed warm-up; returns the median
+/// seconds and the last call's value.
+async fn timed<T, F, Fut>(reps: usize, mut f: F) -> Result<(f64, T)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut last = f().await?;
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        last = f().await?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok((median(times), last))
+}
+
+/// `_catalog` with one `n=<all>` request, and walking pages of 100.
+async fn catalog(servers: &[Server], plan: &Plan, reps: usize) -> Vec<Row> {
+    // The seeded repositories plus seed/base and seed/many-tags.
+    let expected = plan.seed.repos + 2;
+    let mut single = Vec::new();
+    let mut walk = Vec::new();
+    let mut notes = Vec::new();
+    for s in servers {
+        let c = &s.client;
+        let path = format!("/v2/_catalog?n={}", plan.seed.repos);
+        let res = timed(reps, || async {
+            let (body, next) = c.get_list(&path).await?;
+            Ok((
+                body["repositories"].as_array().map_or(0, Vec::len),
+                next.is_some(),
+            ))
+        })
+        .await;
+        let res = match res {
+            Ok((t, (count, has_link))) => {
+                if count != plan.seed.repos {
+                    notes.push(format!(
+                        "{}: n={} returned {count} repositories{}",
+                        s.name,
+                        plan.seed.repos,
+                        if has_link { " and a Link" } else { "" }
+                    ));
+                }
+                Ok(t)
+            }
+            // distribution 2.8 caps n at 1000: time the walk with its
+            // largest page instead, which is what its clients must do.
+            Err(e) if format!("{e:#}").contains("PAGINATION_NUMBER_INVALID") => {
+                notes.push(format!(
+                    "{}: refuses n={} (PAGINATION_NUMBER_INVALID); timed as a walk with n=1000",
+                    s.name, plan.seed.repos
+                ));
+                timed(reps, || walk_catalog(c, 1000, expected))
+                    .await
+                    .map(|(t, ())| t)
+            }
+            Err(e) => Err(e),
+        };
+        single.push(res.map_err(|e| format!("{e:#}")));
+        let res = timed(reps, || walk_catalog(c, 100, expected)).await;
+        walk.push(res.map(|(t, ())| t).map_err(|e| format!("{e:#}")));
+    }
+    let mut r1 = row_of(
+        Row::new(
+            &format!(
+                "catalog of {} repos, n={}",
+                plan.seed.repos, plan.seed.repos
+            ),
+            Unit::Seconds,
+            Better::Lower,
+            Some(0.2),
+        ),
+        servers,
+        single,
+    );
+    r1.note = notes.join("; ");
+    let r2 = row_of(
+        Row::new(
+            &format!("catalog walk n=100 ({} pages)", expected.div_ceil(100)),
+            Unit::Seconds,
+            Better::Lower,
+            Some(0.2),
+        ),
+        servers,
+        walk,
+    );
+    vec![r1, r2]
+}
+
+/// Walks `_catalog` with pages of `page` following `Link`; checks the total.
+async fn walk_catalog(c: &RegistryClient, page: usize, expected: usize) -> Result<()> {
+    let mut walked = 0usize;
+    let mut next = Some(format!("/v2/_catalog?n={page}"));
+    while let Some(p) = next.take() {
+        let (body, link) = c.get_list(&p).await?;
+        walked += body["repositories"].as_array().map_or(0, Vec::len);
+        next = link;
+    }
+    ensure!(
+        walked == expected,
+        "walk found {walked} repositories, want {expected}"
+    );
+    Ok(())
+}
+
+/// The tag list of the repository with `plan.seed.tags` tags, one request.
+async fn tags_many(servers: &[Server], plan: &Plan, reps: usize) -> Row {
+    let mut figures = Vec::new();
+    for s in servers {
+        let c = &s.client;
+        let want = plan.seed.tags;
+        figures.push(
+            timed(reps, || async {
+                let (body, _) = c
+                    .get_list(&format!("/v2/{MANY_TAGS_REPO}/tags/list"))
+                    .await?;
+                let n = body["tags"].as_array().map_or(0, Vec::len);
+                ensure!(n == want, "tags list returned {n} tags, want {want}");
+                Ok(())
+            })
+            .await
+            .map(|(t, ())| t)
+            .map_err(|e| format!("{e:#}")),
+        );
+    }
+    row_of(
+        Row::new(
+            &format!("tags list of {} tags (1 request)", plan.seed.tags),
+            Unit::Seconds,
+            Better::Lower,
+            Some(0.2),
+        ),
+        servers,
+        figures,
+    )
+}
+
+/// wrk against `path` on each server (1 s warm-up, then the timed run).
+fn wrk_row(
+    mut row: Row,
+    servers: &[Server],
+    path: &str,
+    headers: &[&str],
+    connections: u32,
+    duration: Duration,
+) -> Row {
+    let mut notes = Vec::new();
+    let mut figures = Vec::new();
+    for s in servers {
+        let url = format!("{}{path}", s.reg.url());
+        let fig = (|| {
+            sys::wrk(&url, connections, Duration::from_secs(1), headers)?;
+            let r = sys::wrk(&url, connections, duration, headers)?;
+            ensure!(r.non_2xx == 0, "{} non-2xx responses", r.non_2xx);
+            if r.socket_errors > 0 {
+                notes.push(format!("{}: {} socket errors", s.name, r.socket_errors));
+            }
+            Ok(r.rps)
+        })();
+        figures.push(fig.map_err(|e: anyhow::Error| e.to_string()));
+    }
+    row.note = notes.join("; ");
+    row_of(row, servers, figures)
+}
+
+/// Small images (1 layer, 1 config, 1 manifest) pushed by concurrent clients.
+async fn small_push(servers: &[Server], plan: &Plan, args: &Args) -> Row {
+    let images: Vec<SmallImage> = (0..plan.small_images)
+        .map(|i| SmallImage::new(100_000 + i as u64, args.small_layer))
+        .collect();
+    let images = std::sync::Arc::new(images);
+    let clients = args.small_clients.max(1);
+    let mut figures = Vec::new();
+    for s in servers {
+        let started = Instant::now();
+        let client = s.client.clone();
+        let imgs = images.clone();
+        let res = data::parallel(imgs.len(), clients, move |i| {
+            let (client, imgs) = (client.clone(), imgs.clone());
+            async move {
+                imgs[i]
+                    .push(
+                        &client,
+                        &format!("bench/small-{}", i % clients),
+                        &format!("i{i}"),
+                    )
+                    .await
+            }
+        })
+        .await;
+        figures.push(
+            res.map(|()| plan.small_images as f64 / started.elapsed().as_secs_f64())
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
+    row_of(
+        Row::new(
+            &format!("small-image pushes/s ({clients} clients)"),
+            Unit::PerSec,
+            Better::Higher,
+            Some(3.0),
+        ),
+        servers,
+        figures,
+    )
+}
+
+/// 1 GiB blob push (monolithic and chunked) and pull, `reps` times each with
+/// fresh content, servers alternating.
+async fn blobs(
+    servers: &[Server],
+    plan: &Plan,
+    args: &Args,
+    run_dir: &Path,
+    fsync_rate: Option<f64>,
+) -> Result<Vec<Row>> {
+    let n = servers.len();
+    let mut mono: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut chunked: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut pull: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut errors: Vec<[Option<String>; 3]> = vec![[None, None, None]; n];
+    let size = plan.blob_size;
+    let mono_file = run_dir.join("blob-mono.bin");
+    let chunk_file = run_dir.join("blob-chunked.bin");
+    for rep in 0..plan.reps {
+        eprintln!(
+            "bench: blob rep {}/{}: generating {} MiB",
+            rep + 1,
+            plan.reps,
+            size >> 20
+        );
+        let mono_digest = data::blob_file(&mono_file, size, 1_000 + rep as u64)?;
+        let repo = format!("bench/blob-{rep}");
+        for i in order(n, rep) {
+            let s = &servers[i];
+            let t = Instant::now();
+            match s
+                .client
+                .push_blob_monolithic(&repo, &mono_file, &mono_digest)
+                .await
+            {
+                Ok(()) => mono[i].push(size as f64 / t.elapsed().as_secs_f64()),
+                Err(e) => errors[i][0] = Some(format!("{e:#}")),
+            }
+        }
+        if args.wants("pull") {
+            for i in order(n, rep + 1) {
+                let s = &servers[i];
+                if errors[i][0].is_some() {
+                    continue;
+                }
+                let t = Instant::now();
+                match s.client.pull_blob(&repo, &mono_digest).await {
+                    Ok(got) if got == size => pull[i].push(size as f64 / t.elapsed().as_secs_f64()),
+                    Ok(got) => errors[i][2] = Some(format!("pulled {got} bytes of {size}")),
+                    Err(e) => errors[i][2] = Some(format!("{e:#}")),
+                }
+            }
+        }
+        if args.wants("push-chunked") {
+            let digest = data::blob_file(&chunk_file, size, 2_000 + rep as u64)?;
+            for i in order(n, rep) {
+                let s = &servers[i];
+                let t = Instant::now();
+                match s
+                    .client
+                    .push_blob_chunked(&repo, &chunk_file, &digest, plan.chunk)
+                    .await
+                {
+                    Ok(()) => chunked[i].push(size as f64 / t.elapsed().as_secs_f64()),
+                    Err(e) => errors[i][1] = Some(format!("{e:#}")),
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&mono_file);
+    let _ = std::fs::remove_file(&chunk_file);
+
+    let figure = |samples: &Vec<f64>, err: &Option<String>| -> Figure {
+        match err {
+            Some(e) => Err(e.clone()),
+            None => Ok(median(samples.clone())),
+        }
+    };
+    let mib = size >> 20;
+    let mut rows = Vec::new();
+    let specs = [
+        (
+            "push",
+            format!("blob push {mib} MiB monolithic"),
+            0usize,
+            &mono,
+        ),
+        (
+            "push-chunked",
+            format!("blob push {mib} MiB chunked ({} MiB)", plan.chunk >> 20),
+            1,
+            &chunked,
+        ),
+    ];
+    for (metric, name, e, samples) in specs {
+        if !args.wants(metric) {
+            continue;
+        }
+        let mut row = Row::new(&name, Unit::BytesPerSec, Better::Higher, Some(1.5));
+        let figures: Vec<Figure> = (0..n).map(|i| figure(&samples[i], &errors[i][e])).collect();
+        if let Some(rate) = fsync_rate {
+            let ours = servers
+                .iter()
+                .zip(&figures)
+                .find(|(s, _)| s.is_ours())
+                .and_then(|(_, f)| f.as_ref().ok().copied());
+            row.alt = Some((
+                ">= 85% of fsync rate".to_owned(),
+                ours.is_some_and(|o| o >= 0.85 * rate),
+            ));
+            let fractions: Vec<String> = servers
+                .iter()
+                .zip(&figures)
+                .filter_map(|(s, f)| {
+                    f.as_ref()
+                        .ok()
+                        .map(|v| format!("{} {:.0}%", s.name, 100.0 * v / rate))
+                })
+                .collect();
+            row.note = format!("of the disk's fsync write rate: {}", fractions.join(", "));
+        }
+        rows.push(row_of(row, servers, figures));
+    }
+    if args.wants("pull") {
+        let figures: Vec<Figure> = (0..n).map(|i| figure(&pull[i], &errors[i][2])).collect();
+        rows.push(row_of(
+            Row::new(
+                &format!("blob pull {mib} MiB"),
+                Unit::BytesPerSec,
+                Better::Higher,
+                Some(1.2),
+            ),
+            servers,
+            figures,
+        ));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert!((median(vec![3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
+        assert!((median(vec![4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn verdicts_follow_direction_and_alternative() {
+        let mut r = Row::new("x", Unit::PerSec, Better::Higher, Some(2.0));
+        r.ours = Some(Ok(300.0));
+        r.dist = Some(Ok(100.0));
+        assert_eq!(r.verdict(), Some(true));
+        let mut r = Row::new("t", Unit::Seconds, Better::Lower, Some(0.2));
+        r.ours = Some(Ok(0.5));
+        r.dist = Some(Ok(1.0));
+        assert_eq!(r.verdict(), Some(false));
+        r.alt = Some(("alt".to_owned(), true));
+        assert_eq!(r.verdict(), Some(true));
+        let mut r = Row::new("e", Unit::PerSec, Better::Higher, Some(1.0));
+        r.ours = Some(Err("boom".to_owned()));
+        r.dist = Some(Ok(1.0));
+        assert_eq!(r.verdict(), Some(false));
+    }
+}

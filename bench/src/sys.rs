@@ -1,0 +1,103 @@
+//! What the benchmark reads from the machine: a process's resident memory
+//! (`/proc/PID/status`), the disk's write rate with fsync, and `wrk` runs.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
+pub fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read /proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("malformed status line")?
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+/// Writes `size` bytes in 1 MiB writes and fsyncs, like
+/// `dd bs=1M conv=fsync`; returns bytes per second.
+pub fn fsync_write_rate(dir: &Path, size: u64) -> Result<f64> {
+    let path = dir.join("fsync-probe.bin");
+    let buf: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let started = Instant::now();
+    {
+        let mut f = std::fs::File::create(&path)?;
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            f.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(size as f64 / secs)
+}
+
+/// The result of one wrk run.
+#[derive(Debug, Clone, Copy)]
+pub struct WrkResult {
+    /// Requests per second.
+    pub rps: f64,
+    /// Requests answered with a status other than 2xx/3xx.
+    pub non_2xx: u64,
+    /// Socket errors (connect, read, write, timeout).
+    pub socket_errors: u64,
+}
+
+/// Runs `wrk -t2 -c<connections> -d<duration>` against `url` with `headers`.
+pub fn wrk(url: &str, connections: u32, duration: Duration, headers: &[&str]) -> Result<WrkResult> {
+    let bin = e2e::bins::require_tool("wrk", "wrk");
+    let mut cmd = Command::new(bin);
+    cmd.args(["-t2", &format!("-c{connections}")])
+        .arg(format!("-d{}s", duration.as_secs().max(1)));
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.arg(url);
+    let out = cmd.output().context("run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rps = None;
+    let mut non_2xx = 0;
+    let mut socket_errors = 0;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            rps = Some(v.trim().parse::<f64>()?);
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = v.trim().parse()?;
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            socket_errors = v
+                .split(',')
+                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+        }
+    }
+    let Some(rps) = rps else {
+        bail!("no Requests/sec in wrk output:\n{text}")
+    };
+    Ok(WrkResult {
+        rps,
+        non_2xx,
+        socket_errors,
+    })
+}
