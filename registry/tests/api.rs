@@ -577,25 +577,81 @@ async fn tags_list_and_pagination() {
 #[tokio::test]
 async fn catalog_and_pagination() {
     let app = TestApp::new().await;
-    for repo in ["b", "a/x", "a", "c/d/e"] {
+    // Names whose lexical order differs from a plain directory walk:
+    // "a-b" and "a.b" sort before "a/x", "a0" after it.
+    for repo in ["b", "a/x", "a", "c/d/e", "a-b", "a.b", "a0", "a/x/y"] {
         app.push_image(repo, "v", repo).await;
     }
     // A repository with only an upload in progress is not listed.
     app.start_upload("z").await;
+    let all = ["a", "a-b", "a.b", "a/x", "a/x/y", "a0", "b", "c/d/e"];
     let r = app.get("/v2/_catalog").await;
-    assert_eq!(
-        r.json(),
-        serde_json::json!({"repositories": ["a", "a/x", "b", "c/d/e"]})
-    );
-    let r = app.get("/v2/_catalog?n=2").await;
-    assert_eq!(r.json()["repositories"], serde_json::json!(["a", "a/x"]));
-    assert_eq!(
-        r.header("link"),
-        Some("</v2/_catalog?n=2&last=a%2Fx>; rel=\"next\"")
-    );
-    let r = app.get("/v2/_catalog?n=2&last=a%2Fx").await;
-    assert_eq!(r.json()["repositories"], serde_json::json!(["b", "c/d/e"]));
+    assert_eq!(r.json(), serde_json::json!({ "repositories": all }));
     assert_eq!(r.header("link"), None);
+    // Every page size walks the same order, with Link to the next page.
+    for n in 1..=all.len() + 1 {
+        let mut seen = Vec::new();
+        let mut uri = format!("/v2/_catalog?n={n}");
+        loop {
+            let r = app.get(&uri).await;
+            let page: Vec<String> =
+                serde_json::from_value(r.json()["repositories"].clone()).unwrap();
+            assert!(page.len() <= n);
+            seen.extend(page.clone());
+            match r.header("link") {
+                Some(link) => {
+                    let last = page.last().unwrap().replace('/', "%2F");
+                    assert_eq!(
+                        link,
+                        format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\"")
+                    );
+                    uri = link[1..link.find('>').unwrap()].to_owned();
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, all, "n={n}");
+    }
+    let r = app.get("/v2/_catalog?n=2&last=a%2Fx").await;
+    assert_eq!(r.json()["repositories"], serde_json::json!(["a/x/y", "a0"]));
+    let r = app.get("/v2/_catalog?last=a.b").await;
+    assert_eq!(
+        r.json()["repositories"],
+        serde_json::json!(["a/x", "a/x/y", "a0", "b", "c/d/e"])
+    );
+    let r = app.get("/v2/_catalog?n=0").await;
+    assert_eq!(r.json()["repositories"], serde_json::json!([]));
+    app.get("/v2/_catalog?n=x")
+        .await
+        .assert_error(400, "PAGINATION_NUMBER_INVALID");
+}
+
+#[tokio::test]
+async fn tag_listing_sees_changes_at_once() {
+    let app = TestApp::new().await;
+    let (_, m) = app.push_image("cache", "t0", "x").await;
+    for i in 1..40 {
+        assert_eq!(
+            app.get("/v2/cache/tags/list").await.json()["tags"]
+                .as_array()
+                .unwrap()
+                .len(),
+            i
+        );
+        assert!(
+            app.put_manifest("cache", &format!("t{i}"), OCI_MANIFEST, &m)
+                .await
+                .status
+                .is_success()
+        );
+    }
+    assert_eq!(
+        app.delete("/v2/cache/manifests/t5").await.status,
+        StatusCode::ACCEPTED
+    );
+    let tags = app.get("/v2/cache/tags/list").await.json()["tags"].clone();
+    assert_eq!(tags.as_array().unwrap().len(), 39);
+    assert!(!tags.as_array().unwrap().contains(&serde_json::json!("t5")));
 }
 
 #[tokio::test]

@@ -8,27 +8,37 @@ use http::header::LINK;
 use crate::auth::{Caller, Granted};
 use crate::error::{Error, Result};
 use crate::oci::RepoName;
-use crate::routes::{headers as h, json_response, link_header, paginate, pagination};
+use crate::routes::{headers as h, json_response, link_header, pagination};
 use crate::state::AppState;
 
 pub async fn list(state: &AppState, _: &Granted, caller: &Caller, query: &str) -> Result<Response> {
     let (n, last) = pagination(query)?;
-    let mut repos = state
+    let filter = caller.clone();
+    let last_owned = last.clone();
+    let (page, more) = state
         .storage
-        .run(super::super::storage::Storage::list_repositories)
+        .run(move |s| {
+            let keep = |name: &str| {
+                filter.may_list_catalog()
+                    || RepoName::parse(name).is_ok_and(|r| filter.lists_in_catalog(&r))
+            };
+            s.catalog_page(last_owned.as_deref(), n, &keep)
+        })
         .await?;
-    if !caller.may_list_catalog() {
-        repos.retain(|r| RepoName::parse(r).is_ok_and(|name| caller.lists_in_catalog(&name)));
+    #[derive(serde::Serialize)]
+    struct Catalog<'a> {
+        repositories: &'a [String],
     }
-    let (page, next) = paginate(repos, n, last.as_deref());
-    let body = serde_json::to_vec(&serde_json::json!({ "repositories": page }))
-        .map_err(|e| Error::internal("encoding the catalog", e))?;
+    let body = serde_json::to_vec(&Catalog {
+        repositories: &page,
+    })
+    .map_err(|e| Error::internal("encoding the catalog", e))?;
     let mut resp = json_response(StatusCode::OK, body);
-    if let (Some(next), Some(n)) = (next, n) {
+    if let (true, Some(n), Some(next)) = (more, n, page.last()) {
         h::set(
             resp.headers_mut(),
             LINK,
-            &link_header("/v2/_catalog", n, &next),
+            &link_header("/v2/_catalog", n, next),
         );
     }
     Ok(resp)

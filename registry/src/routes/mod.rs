@@ -276,30 +276,32 @@ pub(crate) fn pagination(query: &str) -> Result<(Option<usize>, Option<String>)>
 
 /// Applies `last`/`n` to a sorted list; returns the page and, when more
 /// remain, the `last` value for the next page.
-pub(crate) fn paginate(
-    sorted: Vec<String>,
+pub(crate) fn paginate<'a>(
+    sorted: &'a [String],
     n: Option<usize>,
     last: Option<&str>,
-) -> (Vec<String>, Option<String>) {
-    let start = match last {
-        Some(last) => sorted.partition_point(|x| x.as_str() <= last),
-        None => 0,
-    };
-    let mut rest = sorted;
-    rest.drain(..start);
+) -> (&'a [String], Option<&'a str>) {
+    let start = last.map_or(0, |last| sorted.partition_point(|x| x.as_str() <= last));
+    let rest = &sorted[start..];
     match n {
         Some(n) if rest.len() > n => {
-            rest.truncate(n);
-            let next = if n == 0 { None } else { rest.last().cloned() };
-            (rest, next)
+            let page = &rest[..n];
+            (page, page.last().map(String::as_str))
         }
         _ => (rest, None),
     }
 }
 
-/// `Link: <url>; rel="next"` for a paginated list.
+/// `Link: <url>; rel="next"` for a paginated list. `last` is encoded as a
+/// query value, keeping the unreserved characters of names and tags as they
+/// are (`/` becomes `%2F`).
 pub(crate) fn link_header(base: &str, n: usize, last: &str) -> String {
-    let last = percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC);
+    const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let last = percent_encoding::utf8_percent_encode(last, QUERY_VALUE);
     format!("<{base}?n={n}&last={last}>; rel=\"next\"")
 }
 

@@ -15,15 +15,24 @@ pub async fn list(state: &AppState, _: &Granted, name: &RepoName, query: &str) -
     let repo = name.clone();
     let tags = state.storage.run(move |s| s.list_tags(&repo)).await?;
     let tags = tags.ok_or_else(|| Error::name_unknown(name))?;
-    let (page, next) = paginate(tags, n, last.as_deref());
-    let body = serde_json::to_vec(&serde_json::json!({ "name": name.as_str(), "tags": page }))
-        .map_err(|e| Error::internal("encoding tags", e))?;
+    let (page, next) = paginate(&tags, n, last.as_deref());
+    // Serialized straight from the (cached) list: no per-tag copies.
+    #[derive(serde::Serialize)]
+    struct TagList<'a> {
+        name: &'a str,
+        tags: &'a [String],
+    }
+    let body = serde_json::to_vec(&TagList {
+        name: name.as_str(),
+        tags: page,
+    })
+    .map_err(|e| Error::internal("encoding tags", e))?;
     let mut resp = json_response(StatusCode::OK, body);
     if let (Some(next), Some(n)) = (next, n) {
         h::set(
             resp.headers_mut(),
             LINK,
-            &link_header(&format!("/v2/{name}/tags/list"), n, &next),
+            &link_header(&format!("/v2/{name}/tags/list"), n, next),
         );
     }
     Ok(resp)

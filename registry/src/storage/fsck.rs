@@ -236,8 +236,8 @@ impl<B: Backend> Storage<B> {
             }
         }
         // Tags (after revisions, which a repair may have dropped).
-        for tag in self.list_tags(name)?.unwrap_or_default() {
-            let Ok(t) = Tag::parse(&tag) else { continue };
+        for tag in self.list_tags(name)?.unwrap_or_default().iter() {
+            let Ok(t) = Tag::parse(tag) else { continue };
             report.links += 1;
             let target = self.read_link(&paths::tag_current_link(name, &t))?;
             let ok = match &target {

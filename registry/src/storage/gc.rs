@@ -364,8 +364,8 @@ impl<B: Backend> Storage<B> {
     /// Digests the repository's tags point at.
     fn tag_targets(&self, name: &RepoName) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
-        for tag in self.list_tags(name)?.unwrap_or_default() {
-            let Ok(tag) = Tag::parse(&tag) else { continue };
+        for tag in self.list_tags(name)?.unwrap_or_default().iter() {
+            let Ok(tag) = Tag::parse(tag) else { continue };
             if let Some(d) = self.read_link(&paths::tag_current_link(name, &tag))? {
                 out.push(d);
             }

@@ -30,6 +30,18 @@ pub struct StoredManifest {
     pub bytes: Bytes,
 }
 
+/// A tag listing and the state of the tags directory it was made from.
+#[derive(Debug)]
+struct CachedTags {
+    modified: std::time::SystemTime,
+    listed_at: std::time::SystemTime,
+    tags: Arc<Vec<String>>,
+}
+
+/// How long after the last change of a tags directory its listing must have
+/// been made to be reused (coarse or remote filesystem timestamps).
+pub const TAGS_CACHE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Memory given to the cache of manifest bodies, in bytes.
 const MANIFEST_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -39,6 +51,8 @@ pub struct Storage<B: Backend = FsBackend> {
     /// whether a repository holds the manifest is still checked on disk.
     manifests: moka::sync::Cache<Digest, Arc<StoredManifest>>,
     uploads: uploads::UploadStates,
+    /// Tag listings by repository, see [`Storage::list_tags`].
+    tags: moka::sync::Cache<RepoName, Arc<CachedTags>>,
 }
 
 impl<B: Backend> std::fmt::Debug for Storage<B> {
@@ -62,6 +76,12 @@ impl<B: Backend> Storage<B> {
                 })
                 .build(),
             uploads: uploads::UploadStates::new(),
+            tags: moka::sync::Cache::builder()
+                .max_capacity(1 << 20)
+                .weigher(|_, t: &Arc<CachedTags>| {
+                    u32::try_from(t.tags.len() + 1).unwrap_or(u32::MAX)
+                })
+                .build(),
         }
     }
 
@@ -160,6 +180,95 @@ impl<B: Backend> Storage<B> {
             }
         }
         Ok(out)
+    }
+
+    /// One page of the catalog: repositories after `last` in lexical order,
+    /// for which `keep` holds, at most `n` (all when `None`); and whether
+    /// more follow.
+    ///
+    /// The walk produces names in lexical order directly (a directory's
+    /// entries are visited as the keys `name` and `name/`, sorted), so it can
+    /// skip every subtree that lies wholly before `last` and stop once the
+    /// page is full: a page costs what it lists, not the whole catalog.
+    pub fn catalog_page(
+        &self,
+        last: Option<&str>,
+        n: Option<usize>,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(Vec<String>, bool)> {
+        let mut out = Vec::new();
+        let limit = n.map_or(usize::MAX, |n| n.saturating_add(1));
+        if limit > 0 {
+            self.catalog_walk(&paths::repositories_root(), "", last, limit, keep, &mut out)?;
+        }
+        let more = n.is_some_and(|n| out.len() > n);
+        out.truncate(n.unwrap_or(usize::MAX));
+        Ok((out, more))
+    }
+
+    fn catalog_walk(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        last: Option<&str>,
+        limit: usize,
+        keep: &dyn Fn(&str) -> bool,
+        out: &mut Vec<String>,
+    ) -> Result<()> {
+        // Each child appears twice: as the repository it may be (`name`)
+        // and as the parent of nested ones (`name/`).
+        let mut keys: Vec<(String, bool)> = Vec::new();
+        for entry in self
+            .backend
+            .list(dir)
+            .map_err(io_err("listing repositories"))?
+        {
+            if !entry.is_dir || entry.name.starts_with(['.', '_']) {
+                continue;
+            }
+            let name = if prefix.is_empty() {
+                entry.name.clone()
+            } else {
+                format!("{prefix}/{}", entry.name)
+            };
+            if name.len() > token::name::MAX_REPOSITORY_LEN
+                || !token::name::is_valid_repository(&name)
+            {
+                continue;
+            }
+            keys.push((format!("{name}/"), true));
+            keys.push((name, false));
+        }
+        keys.sort_unstable();
+        for (key, is_subtree) in keys {
+            if out.len() >= limit {
+                break;
+            }
+            if is_subtree {
+                // Every name below starts with `key`; all of them come before
+                // `last` when `last` is past `key` without starting with it.
+                if last.is_some_and(|l| l > key.as_str() && !l.starts_with(&key)) {
+                    continue;
+                }
+                let name = &key[..key.len() - 1];
+                let sub = dir.join(&name[name.rfind('/').map_or(0, |i| i + 1)..]);
+                self.catalog_walk(&sub, name, last, limit, keep, out)?;
+            } else {
+                if last.is_some_and(|l| key.as_str() <= l) {
+                    continue;
+                }
+                let child = &key[key.rfind('/').map_or(0, |i| i + 1)..];
+                let is_repo = self
+                    .backend
+                    .stat(&dir.join(child).join("_manifests"))
+                    .map_err(io_err("reading a repository"))?
+                    .is_some_and(|m| m.is_dir);
+                if is_repo && keep(&key) {
+                    out.push(key);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The digests named by the entries `<dir>/<algorithm>/<hex>` (blob
@@ -435,8 +544,8 @@ impl<B: Backend> Storage<B> {
         if !self.link_is(&link, d)? {
             return Ok(false);
         }
-        for tag in self.list_tags(name)?.unwrap_or_default() {
-            let Ok(tag) = Tag::parse(&tag) else { continue };
+        for tag in self.list_tags(name)?.unwrap_or_default().iter() {
+            let Ok(tag) = Tag::parse(tag) else { continue };
             if self
                 .read_link(&paths::tag_current_link(name, &tag))?
                 .as_ref()
@@ -504,19 +613,46 @@ impl<B: Backend> Storage<B> {
 
     /// The repository's tags, sorted; `None` when the repository does not
     /// exist.
-    pub fn list_tags(&self, name: &RepoName) -> Result<Option<Vec<String>>> {
-        if !self.repo_exists(name)? {
-            return Ok(None);
+    ///
+    /// Listings are cached by the modification time of the tags directory,
+    /// which changes whenever a tag appears or goes. A cached listing is
+    /// only trusted when it was made [`TAGS_CACHE_MARGIN`] after that time:
+    /// a change within the same timestamp tick as the listing could
+    /// otherwise go unseen. Since the check is against storage, replicas
+    /// sharing it see each other's tags.
+    pub fn list_tags(&self, name: &RepoName) -> Result<Option<Arc<Vec<String>>>> {
+        let dir = paths::tags_dir(name);
+        let Some(meta) = self.backend.stat(&dir).map_err(io_err("listing tags"))? else {
+            return Ok(self.repo_exists(name)?.then(|| Arc::new(Vec::new())));
+        };
+        if let Some(cached) = self.tags.get(name)
+            && cached.modified == meta.modified
+            && cached
+                .listed_at
+                .duration_since(meta.modified)
+                .is_ok_and(|d| d >= TAGS_CACHE_MARGIN)
+        {
+            return Ok(Some(cached.tags.clone()));
         }
+        let listed_at = std::time::SystemTime::now();
         let mut tags: Vec<String> = self
             .backend
-            .list(&paths::tags_dir(name))
+            .list(&dir)
             .map_err(io_err("listing tags"))?
             .into_iter()
             .filter(|e| e.is_dir && token::name::is_valid_tag(&e.name))
             .map(|e| e.name)
             .collect();
         tags.sort_unstable();
+        let tags = Arc::new(tags);
+        self.tags.insert(
+            name.clone(),
+            Arc::new(CachedTags {
+                modified: meta.modified,
+                listed_at,
+                tags: tags.clone(),
+            }),
+        );
         Ok(Some(tags))
     }
 
