@@ -70,6 +70,11 @@ pub trait Backend: Send + Sync + 'static {
     /// replacing any object there, durably.
     fn rename_durable(&self, from: &Path, to: &Path) -> io::Result<()>;
 
+    /// Moves an object to `to`, creating directories as needed, without the
+    /// fsyncs of [`Backend::rename_durable`]: for content set aside, where a
+    /// move lost in a crash only means the content is still in its place.
+    fn move_aside(&self, from: &Path, to: &Path) -> io::Result<()>;
+
     /// An exclusive lock held until the guard is dropped, or `None` when
     /// someone else holds it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Self::Lock>>;
@@ -321,6 +326,14 @@ impl Backend for FsBackend {
     type Reader = File;
     type Appender = FsAppender;
     type Lock = File;
+
+    fn move_aside(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (from, to) = (self.abs(from), self.abs(to));
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::rename(from, to)
+    }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<File>> {
         let abs = self.abs(path);

@@ -277,7 +277,7 @@ impl<B: Backend> Storage<B> {
                 let from = paths::revision_link(name, d);
                 match self
                     .backend
-                    .rename_durable(&from, &paths::gc_trash_revision(&run.id, name, d))
+                    .move_aside(&from, &paths::gc_trash_revision(&run.id, name, d))
                 {
                     Ok(()) => {
                         run.revisions.insert((name.clone(), d.clone()));
@@ -305,7 +305,7 @@ impl<B: Backend> Storage<B> {
             }
             match self
                 .backend
-                .rename_durable(&paths::blob_data(&d), &paths::gc_trash_blob(&run.id, &d))
+                .move_aside(&paths::blob_data(&d), &paths::gc_trash_blob(&run.id, &d))
             {
                 Ok(()) => {
                     run.blobs.insert(d, size);
