@@ -7,13 +7,12 @@
 //! manifest referencing a missing blob cannot be repaired; it is reported.
 
 use std::fmt;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::{Backend, Storage, io_err, paths};
 use crate::error::Result;
-use crate::oci::{Digest, Hasher, RepoName, Tag};
+use crate::oci::{Digest, RepoName, Tag};
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,39 +136,26 @@ impl<B: Backend> Storage<B> {
     }
 
     fn check_blobs(&self, repair: bool, report: &mut FsckReport) -> Result<()> {
-        let mut all = Vec::new();
-        self.for_each_blob(|d, meta| all.push((d, meta.size)))?;
-        let mut buf = vec![0u8; 1024 * 1024];
-        for (d, size) in all {
-            let Some((mut reader, _)) = self
-                .backend
-                .open_read(&paths::blob_data(&d))
-                .map_err(io_err("reading a blob"))?
-            else {
-                continue; // deleted meanwhile
+        self.for_each_blob(|d, meta| {
+            let data = paths::blob_data(&d);
+            // `None`: deleted meanwhile.
+            let Some(actual) = self.hash_object(&data, d.algorithm())? else {
+                return Ok(());
             };
-            let mut h = Hasher::new(d.algorithm());
-            loop {
-                let n = reader.read(&mut buf).map_err(io_err("reading a blob"))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
             report.blobs += 1;
-            report.bytes += size;
-            if h.finish() != d {
+            report.bytes += meta.size;
+            if actual != d {
                 report.problems.push(Problem::CorruptBlob(d.clone()));
                 if repair {
                     self.backend
-                        .rename_durable(&paths::blob_data(&d), &paths::corrupt_blob(&d))
+                        .rename_durable(&data, &paths::corrupt_blob(&d))
                         .map_err(io_err("moving a corrupt blob aside"))?;
                     self.manifests.invalidate(&d);
                     report.repaired += 1;
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn check_repository(

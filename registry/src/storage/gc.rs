@@ -119,38 +119,29 @@ impl fmt::Display for GcReport {
     }
 }
 
-/// A compact set of digests: 32 bytes a sha256 digest.
-#[derive(Default)]
-struct DigestSet {
-    sha256: HashSet<[u8; 32]>,
-    other: HashSet<(DigestAlgorithm, Box<[u8]>)>,
+/// A digest in 32 bytes (sha256) instead of its 71-byte text: the
+/// collector's sets are proportional to the store, so they stay compact.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Sha256([u8; 32]),
+    Other(DigestAlgorithm, Box<[u8]>),
 }
 
-impl DigestSet {
-    fn insert(&mut self, d: &Digest) -> bool {
-        let Ok(bytes) = hex::decode(d.hex()) else {
-            return false;
-        };
+impl Key {
+    fn of(d: &Digest) -> Key {
+        let bytes = hex::decode(d.hex()).unwrap_or_default();
         match (d.algorithm(), <[u8; 32]>::try_from(bytes.as_slice())) {
-            (DigestAlgorithm::Sha256, Ok(a)) => self.sha256.insert(a),
-            _ => self.other.insert((d.algorithm(), bytes.into_boxed_slice())),
+            (DigestAlgorithm::Sha256, Ok(a)) => Key::Sha256(a),
+            (alg, _) => Key::Other(alg, bytes.into_boxed_slice()),
         }
     }
 
-    fn contains(&self, d: &Digest) -> bool {
-        let Ok(bytes) = hex::decode(d.hex()) else {
-            return false;
+    fn digest(&self) -> Option<Digest> {
+        let (alg, bytes): (DigestAlgorithm, &[u8]) = match self {
+            Key::Sha256(a) => (DigestAlgorithm::Sha256, a),
+            Key::Other(alg, b) => (*alg, b),
         };
-        match (d.algorithm(), <[u8; 32]>::try_from(bytes.as_slice())) {
-            (DigestAlgorithm::Sha256, Ok(a)) => self.sha256.contains(&a),
-            _ => self
-                .other
-                .contains(&(d.algorithm(), bytes.into_boxed_slice())),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.sha256.len() + self.other.len()
+        Digest::parse(&format!("{}:{}", alg.as_str(), hex::encode(bytes))).ok()
     }
 }
 
@@ -197,7 +188,7 @@ const MTIME_SLACK: Duration = Duration::from_secs(2);
 struct Run {
     id: String,
     /// Blob data set aside: digest -> size.
-    blobs: HashMap<Digest, u64>,
+    blobs: HashMap<Key, u64>,
     /// Revision links set aside.
     revisions: HashSet<(RepoName, Digest)>,
 }
@@ -231,7 +222,7 @@ impl<B: Backend> Storage<B> {
 
     fn collect(&self, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
         let mark_start = SystemTime::now();
-        let mut marked = DigestSet::default();
+        let mut marked: HashSet<Key> = HashSet::new();
         let mut untagged: Vec<(RepoName, Digest)> = Vec::new();
 
         // 1. Mark.
@@ -253,12 +244,12 @@ impl<B: Backend> Storage<B> {
                 }
             }
             for d in &keep {
-                marked.insert(d);
+                marked.insert(Key::of(d));
                 if let Some(m) = self.load_manifest(d)?
                     && let Some(refs) = refs_of(&m.bytes)
                 {
                     for r in refs.blobs.iter().chain(refs.children.iter()) {
-                        marked.insert(r);
+                        marked.insert(Key::of(r));
                     }
                 }
             }
@@ -289,31 +280,30 @@ impl<B: Backend> Storage<B> {
                 }
             }
         }
-        let mut candidates = Vec::new();
+        // Set aside while walking: nothing but the compact sets is held.
         self.for_each_blob(|d, meta| {
             report.blobs += 1;
-            if !marked.contains(&d) && older_than(meta.modified, opts.grace) {
-                candidates.push((d, meta.size));
+            if marked.contains(&Key::of(&d)) || !older_than(meta.modified, opts.grace) {
+                return Ok(());
             }
-        })?;
-        drop(marked);
-        for (d, size) in candidates {
             if opts.dry_run {
                 report.blobs_deleted += 1;
-                report.bytes_freed += size;
-                continue;
+                report.bytes_freed += meta.size;
+                return Ok(());
             }
             match self
                 .backend
                 .move_aside(&paths::blob_data(&d), &paths::gc_trash_blob(&run.id, &d))
             {
                 Ok(()) => {
-                    run.blobs.insert(d, size);
+                    run.blobs.insert(Key::of(&d), meta.size);
+                    Ok(())
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("setting a blob aside", &e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io("setting a blob aside", &e)),
             }
-        }
+        })?;
+        drop(marked);
         if opts.dry_run {
             return Ok(());
         }
@@ -323,10 +313,12 @@ impl<B: Backend> Storage<B> {
 
         // 4. Delete.
         report.manifests_deleted = run.revisions.len();
-        for (d, size) in &run.blobs {
+        for (key, size) in &run.blobs {
             report.blobs_deleted += 1;
             report.bytes_freed += size;
-            self.manifests.invalidate(d);
+            if let Some(d) = key.digest() {
+                self.manifests.invalidate(&d);
+            }
         }
         self.backend
             .remove_dir_all(&paths::gc_root().join(&run.id))
@@ -414,7 +406,10 @@ impl<B: Backend> Storage<B> {
     }
 
     /// Calls `f` for every blob data file of the store.
-    pub(super) fn for_each_blob(&self, mut f: impl FnMut(Digest, super::fs::Meta)) -> Result<()> {
+    pub(super) fn for_each_blob(
+        &self,
+        mut f: impl FnMut(Digest, super::fs::Meta) -> Result<()>,
+    ) -> Result<()> {
         let root = paths::blobs_root();
         for alg in self.backend.list(&root).map_err(io_err("listing blobs"))? {
             if DigestAlgorithm::parse(&alg.name).is_none() {
@@ -440,7 +435,7 @@ impl<B: Backend> Storage<B> {
                         .stat(&paths::blob_data(&d))
                         .map_err(io_err("reading a blob"))?
                     {
-                        f(d, meta);
+                        f(d, meta)?;
                     }
                 }
             }
@@ -480,7 +475,7 @@ impl<B: Backend> Storage<B> {
                     )?;
                     restored += 1;
                 }
-                if run.blobs.remove(&d).is_some() {
+                if run.blobs.remove(&Key::of(&d)).is_some() {
                     self.put_back(&paths::gc_trash_blob(&run.id, &d), &paths::blob_data(&d))?;
                     restored += 1;
                 }
@@ -495,7 +490,7 @@ impl<B: Backend> Storage<B> {
                     continue;
                 };
                 for b in refs.blobs {
-                    if run.blobs.remove(&b).is_some() {
+                    if run.blobs.remove(&Key::of(&b)).is_some() {
                         self.put_back(&paths::gc_trash_blob(&run.id, &b), &paths::blob_data(&b))?;
                         restored += 1;
                     }

@@ -235,7 +235,9 @@ impl<B: Backend> Storage<B> {
         let data = paths::upload_data(name, id);
         let actual = match (&state.hasher, expected.algorithm()) {
             (Some(h), DigestAlgorithm::Sha256) => h.clone().finish(),
-            _ => self.hash_stored(&data, expected.algorithm())?,
+            _ => self
+                .hash_object(&data, expected.algorithm())?
+                .ok_or_else(Error::upload_unknown)?,
         };
         if &actual != expected {
             self.cancel_upload(name, id)?;
@@ -263,23 +265,32 @@ impl<B: Backend> Storage<B> {
         self.forget_upload(name, id)
     }
 
-    /// Hashes an object's content with `algorithm` by reading it back.
-    fn hash_stored(&self, path: &std::path::Path, algorithm: DigestAlgorithm) -> Result<Digest> {
-        let (mut reader, _) = self
+    /// Hashes an object's content with `algorithm` by reading it back;
+    /// `None` when the object does not exist.
+    pub(super) fn hash_object(
+        &self,
+        path: &std::path::Path,
+        algorithm: DigestAlgorithm,
+    ) -> Result<Option<Digest>> {
+        let Some((mut reader, _)) = self
             .backend
             .open_read(path)
-            .map_err(io_err("reading an upload"))?
-            .ok_or_else(Error::upload_unknown)?;
+            .map_err(io_err("reading stored content"))?
+        else {
+            return Ok(None);
+        };
         let mut hasher = Hasher::new(algorithm);
         let mut buf = vec![0u8; WRITE_BUFFER];
         loop {
-            let n = reader.read(&mut buf).map_err(io_err("reading an upload"))?;
+            let n = reader
+                .read(&mut buf)
+                .map_err(io_err("reading stored content"))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
         }
-        Ok(hasher.finish())
+        Ok(Some(hasher.finish()))
     }
 
     /// Discards an upload. Returns whether it existed.
