@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Benchmark our registry against CNCF distribution 2.8, side by side in one
 # run, same client, same data; prints both figures, the ratio ours/dist and
-# pass/fail against issue 3's targets.
+# pass/fail against the targets of issue 3 (no auth) and issue 5 (token auth:
+# both servers trust one authd).
 #
 #   bench/run.sh                 # full run (1 GiB blobs, 10,000 repos, ~10 min)
 #   bench/run.sh --quick         # small sizes, a sanity run (~1-2 min)
 #   bench/run.sh --only push,pull,manifest-get
+#   bench/run.sh --only token-manifest,token-pull
 #   bench/run.sh --servers distribution   # one server only
 #   bench/run.sh --help          # every option
 #
 # Metrics: disk, catalog, tags-5000, tags-list, manifest-get, small-push,
-# push, push-chunked, pull (RSS idle and peak are always reported).
+# push, push-chunked, pull, token-manifest, token-pull (RSS idle and peak
+# are always reported).
 # Work files go to $TMPDIR/registry-bench (--workdir); the seeded catalog
 # data set is cached there between runs.
 set -euo pipefail
@@ -28,6 +31,6 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 
-cargo build --release -p registry -p bench
+cargo build --release -p registry -p authd -p bench
 target_dir=${CARGO_TARGET_DIR:-target}
 E2E_NO_BUILD=1 exec "$target_dir/release/bench" "$@"

@@ -19,6 +19,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub struct RegistryClient {
     base: String,
     http: Client,
+    bearer: Option<String>,
 }
 
 impl RegistryClient {
@@ -36,7 +37,16 @@ impl RegistryClient {
         Ok(RegistryClient {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            bearer: None,
         })
+    }
+
+    /// The same client sending `Authorization: Bearer <token>` with every
+    /// request.
+    #[must_use]
+    pub fn with_bearer(mut self, token: &str) -> RegistryClient {
+        self.bearer = Some(token.to_owned());
+        self
     }
 
     fn url(&self, path_or_url: &str) -> String {
@@ -49,7 +59,11 @@ impl RegistryClient {
 
     /// A request to a path (`/v2/…`) or an absolute URL.
     pub fn request(&self, method: Method, path_or_url: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path_or_url))
+        let req = self.http.request(method, self.url(path_or_url));
+        match &self.bearer {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
     }
 
     /// Starts an upload; returns the absolute upload URL.

@@ -1,6 +1,7 @@
 //! Benchmark: our registry and CNCF distribution 2.8 side by side, in one
 //! run, with the same client and the same data, printing both figures, the
-//! ratio ours/distribution and pass/fail against issue 3's targets.
+//! ratio ours/distribution and pass/fail against the targets of issue 3
+//! (no auth) and issue 5 (token auth against authd, see [`token`]).
 //!
 //! Run through `bench/run.sh` (builds the release binaries first). Each
 //! server gets a copy of one seeded data set (catalog and tag lists) in its own
@@ -11,6 +12,7 @@ mod client;
 mod data;
 mod report;
 mod sys;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,6 +36,8 @@ const METRICS: &[&str] = &[
     "push",
     "push-chunked",
     "pull",
+    "token-manifest",
+    "token-pull",
 ];
 
 #[derive(Parser, Debug)]
@@ -43,8 +47,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Comma-separated metrics to run (default all): disk, catalog,
-    /// tags-5000, tags-list, manifest-get, small-push, push, push-chunked, pull.
-    /// RSS is always reported.
+    /// tags-5000, tags-list, manifest-get, small-push, push, push-chunked, pull,
+    /// token-manifest, token-pull. RSS is always reported.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Which servers: ours, distribution (default both).
@@ -53,6 +57,10 @@ struct Args {
     /// Our registry binary (default: the workspace's, same profile as this).
     #[arg(long)]
     ours_bin: Option<PathBuf>,
+    /// The authd binary for the token rows (default: the workspace's, same
+    /// profile as this).
+    #[arg(long)]
+    authd_bin: Option<PathBuf>,
     /// Working directory (blob files, server roots, cached seed data).
     #[arg(long)]
     workdir: Option<PathBuf>,
@@ -217,8 +225,13 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
     let servers = start_servers(args, seed_root.as_deref(), run_dir)?;
     ensure!(!servers.is_empty(), "no server to measure");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = Row::new("RSS idle", Unit::Bytes, Better::Lower, Some(1.0))
-        .with_note("VmRSS 2 s after start, seeded data present");
+    let idle = Row::new("RSS idle", Unit::Bytes, Better::Lower, Some(1.0)).with_note(
+        if seed_root.is_some() {
+            "VmRSS 2 s after start, seeded data present"
+        } else {
+            "VmRSS 2 s after start"
+        },
+    );
     let idle = row_of(
         idle,
         &servers,
@@ -282,6 +295,9 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
     }
     if args.wants("push") || args.wants("push-chunked") || args.wants("pull") {
         rows.extend(blobs(&servers, plan, args, run_dir, fsync_rate.map(|(r, _)| r)).await?);
+    }
+    if args.wants("token-manifest") || args.wants("token-pull") {
+        rows.extend(token::rows(&servers, plan, args, run_dir).await?);
     }
 
     rows.push(idle);
@@ -735,6 +751,30 @@ mod tests {
         let mut r = Row::new("e", Unit::PerSec, Better::Higher, Some(1.0));
         r.ours = Some(Err("boom".to_owned()));
         r.dist = Some(Ok(1.0));
+        assert_eq!(r.verdict(), Some(false));
+    }
+
+    #[test]
+    fn requirements_must_hold_as_well_as_the_ratio() {
+        let mut r = Row::new("m", Unit::PerSec, Better::Higher, Some(10.0));
+        r.ours = Some(Ok(25_000.0));
+        r.dist = Some(Ok(1_000.0));
+        r.require.push((">= 20000 /s".to_owned(), true));
+        assert_eq!(r.verdict(), Some(true));
+        r.require.push(("other".to_owned(), false));
+        assert_eq!(r.verdict(), Some(false));
+        // Ratio short, requirements met: fail.
+        let mut r = Row::new("m", Unit::PerSec, Better::Higher, Some(10.0));
+        r.ours = Some(Ok(25_000.0));
+        r.dist = Some(Ok(5_000.0));
+        r.require.push((">= 20000 /s".to_owned(), true));
+        assert_eq!(r.verdict(), Some(false));
+        // No ratio target: the requirements decide.
+        let mut r = Row::new("p", Unit::BytesPerSec, Better::Higher, None);
+        r.ours = Some(Ok(1.0));
+        r.require.push(("within 5%".to_owned(), true));
+        assert_eq!(r.verdict(), Some(true));
+        r.require[0].1 = false;
         assert_eq!(r.verdict(), Some(false));
     }
 }

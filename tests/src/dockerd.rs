@@ -131,6 +131,17 @@ impl Dockerd {
             .run_with_stdin(password.as_bytes())
     }
 
+    /// `docker logout HOST` (must succeed).
+    pub fn logout(&self, host: &str) {
+        self.docker().args(["logout", host]).ok();
+    }
+
+    /// `docker push REF` that must succeed; returns the manifest digest it
+    /// printed.
+    pub fn push(&self, reference: &str) -> String {
+        pushed_digest(&self.docker().args(["push", reference]).ok())
+    }
+
     /// `docker import` of a busybox rootfs (see
     /// [`crate::fixtures::busybox_rootfs_tar`]) whose `/etc/e2e-marker` holds
     /// `marker`, tagged `reference`.
@@ -170,4 +181,14 @@ impl Dockerd {
     pub fn daemon(&mut self) -> &mut Daemon {
         &mut self.daemon
     }
+}
+
+/// The `digest: sha256:…` that `docker push` prints.
+pub fn pushed_digest(push_output: &str) -> String {
+    push_output
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in docker push output:\n{push_output}"))
+        .to_owned()
 }

@@ -52,6 +52,8 @@ pub enum Auth {
         rootcertbundle: Option<PathBuf>,
         /// `auth.token.jwks`: a JWKS file (ours, distribution 3).
         jwks: Option<PathBuf>,
+        /// `auth.token.jwksurl`: a JWKS URL (ours; distribution ignores it).
+        jwksurl: Option<String>,
     },
 }
 
@@ -193,6 +195,7 @@ impl RegistryBuilder {
                 issuer,
                 rootcertbundle,
                 jwks,
+                jwksurl,
             } => {
                 let mut token = json!({ "realm": realm, "service": service, "issuer": issuer });
                 if let Some(p) = rootcertbundle {
@@ -200,6 +203,9 @@ impl RegistryBuilder {
                 }
                 if let Some(p) = jwks {
                     token["jwks"] = json!(p);
+                }
+                if let Some(u) = jwksurl {
+                    token["jwksurl"] = json!(u);
                 }
                 config["auth"] = json!({ "token": token });
             }
@@ -213,7 +219,7 @@ impl RegistryBuilder {
     /// Starts our registry (or distribution when `E2E_REGISTRY_IMPL` says
     /// so) on 127.0.0.1 port 0 and waits for its `listening on` line.
     pub fn start(self) -> Registry {
-        if std::env::var("E2E_REGISTRY_IMPL").is_ok_and(|v| v == "distribution") {
+        if requested_impl() == Impl::Distribution {
             return self.start_distribution();
         }
         let bin = self
@@ -281,6 +287,16 @@ impl RegistryBuilder {
             }
         }
         panic!("distribution did not start after 5 attempts: {last_error}");
+    }
+}
+
+/// Which implementation [`RegistryBuilder::start`] runs: distribution when
+/// `E2E_REGISTRY_IMPL=distribution`, ours otherwise.
+pub fn requested_impl() -> Impl {
+    if std::env::var("E2E_REGISTRY_IMPL").is_ok_and(|v| v == "distribution") {
+        Impl::Distribution
+    } else {
+        Impl::Ours
     }
 }
 

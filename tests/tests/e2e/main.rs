@@ -12,3 +12,4 @@ mod interop;
 mod podman;
 mod protocol;
 mod skopeo;
+mod token_flow;
