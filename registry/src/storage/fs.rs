@@ -57,8 +57,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Opens an object for reading with its size, or `None` when absent.
     fn open_read(&self, path: &Path) -> io::Result<Option<(Self::Reader, u64)>>;
-    /// Creates an empty object (and its directories).
-    fn create_empty(&self, path: &Path) -> io::Result<()>;
+    /// Writes an object (and its directories) without making it durable:
+    /// for scratch state such as an upload in progress, which a crash of
+    /// the machine may lose (the client then starts the upload again).
+    fn write_scratch(&self, path: &Path, data: &[u8]) -> io::Result<()>;
     /// Opens an object for appending; fails with `InvalidInput` unless its
     /// current size is `expected_size`.
     fn open_append(&self, path: &Path, expected_size: u64) -> io::Result<Self::Appender>;
@@ -429,10 +431,13 @@ impl Backend for FsBackend {
         Ok(Some((f, meta.len())))
     }
 
-    fn create_empty(&self, path: &Path) -> io::Result<()> {
+    fn write_scratch(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let abs = self.abs(path);
         retry_if_dir_vanished(|| {
-            place_atomically(&abs, None, &mut |p| File::create_new(p).map(drop))
+            if let Some(dir) = abs.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            fs::write(&abs, data)
         })
     }
 
@@ -504,7 +509,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let b = FsBackend::new(tmp.path());
         let p = Path::new("u/data");
-        b.create_empty(p).unwrap();
+        b.write_scratch(p, b"").unwrap();
         let mut f = b.open_append(p, 0).unwrap();
         f.write_all(b"hello").unwrap();
         drop(f);

@@ -81,11 +81,13 @@ impl<B: Backend> Storage<B> {
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| Error::internal("formatting a time", e))?;
+        // Scratch state: nothing here needs to survive a machine crash.
+        // The data file comes first: it is what makes the upload usable.
         self.backend
-            .write_atomic(&paths::upload_started_at(name, id), now.as_bytes())
+            .write_scratch(&paths::upload_data(name, id), b"")
             .map_err(io_err("starting an upload"))?;
         self.backend
-            .create_empty(&paths::upload_data(name, id))
+            .write_scratch(&paths::upload_started_at(name, id), now.as_bytes())
             .map_err(io_err("starting an upload"))?;
         self.uploads.0.insert(
             (name.clone(), id),
