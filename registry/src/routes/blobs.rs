@@ -5,7 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use axum::body::Body;
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
 };
@@ -66,28 +66,11 @@ pub async fn get(
         let mut remaining = len;
         while remaining > 0 {
             let want = READ_CHUNK.min(usize::try_from(remaining).unwrap_or(READ_CHUNK));
-            let mut buf = BytesMut::zeroed(want);
-            match reader.read(&mut buf) {
-                Ok(0) => {
-                    // The file shrank under us: end the body short, which the
-                    // client sees as a failed transfer, never as wrong data.
-                    let _ = tx.blocking_send(Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "blob is shorter than its size",
-                    )));
-                    return;
-                }
-                Ok(n) => {
-                    buf.truncate(n);
-                    remaining -= n as u64;
-                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
-                        return; // client went away
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
+            let chunk = read_chunk(&mut reader, want);
+            let failed = chunk.is_err();
+            remaining -= want as u64;
+            if tx.blocking_send(chunk).is_err() || failed {
+                return; // client went away, or the error was sent
             }
         }
     });
@@ -106,6 +89,21 @@ pub async fn get(
         );
     }
     Ok(resp)
+}
+
+/// Reads the next `len` bytes. A file that ends early fails the body,
+/// which the client sees as a failed transfer, never as wrong data.
+fn read_chunk(reader: &mut impl Read, len: usize) -> std::io::Result<Bytes> {
+    // read_to_end fills spare capacity without zeroing it first.
+    let mut buf = Vec::with_capacity(len);
+    reader.by_ref().take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "blob is shorter than its size",
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn set_blob_headers(headers: &mut HeaderMap, digest: &Digest, len: u64) {
