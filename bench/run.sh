@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "bench/run.sh: install ${missing[*]} (Debian packages) first" >&2

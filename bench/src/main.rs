@@ -632,10 +632,9 @@ async fn blobs(
                 if errors[i][0].is_some() {
                     continue;
                 }
-                let t = Instant::now();
                 match s.client.pull_blob(&repo, &mono_digest).await {
-                    Ok(got) if got == size => pull[i].push(size as f64 / t.elapsed().as_secs_f64()),
-                    Ok(got) => errors[i][2] = Some(format!("pulled {got} bytes of {size}")),
+                    Ok((got, secs)) if got == size => pull[i].push(size as f64 / secs),
+                    Ok((got, _)) => errors[i][2] = Some(format!("pulled {got} bytes of {size}")),
                     Err(e) => errors[i][2] = Some(format!("{e:#}")),
                 }
             }

@@ -22,7 +22,6 @@
 //!   larger than 5%.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context as _, Result, ensure};
 use e2e::registry::{Auth, Impl};
@@ -286,10 +285,9 @@ async fn pull(setup: &Setup, plan: &Plan, run_dir: &Path) -> Result<Row> {
             if errors[i].is_some() {
                 continue;
             }
-            let t = Instant::now();
             match pullers[i].1.pull_blob(BLOB_REPO, &digest).await {
-                Ok(got) if got == size => {
-                    let rate = size as f64 / t.elapsed().as_secs_f64();
+                Ok((got, secs)) if got == size => {
+                    let rate = size as f64 / secs;
                     eprintln!(
                         "bench: token-pull {}/{reps}: {}: {:.1} MB/s",
                         rep + 1,
@@ -298,7 +296,7 @@ async fn pull(setup: &Setup, plan: &Plan, run_dir: &Path) -> Result<Row> {
                     );
                     samples[i].push(rate);
                 }
-                Ok(got) => errors[i] = Some(format!("pulled {got} bytes of {size}")),
+                Ok((got, _)) => errors[i] = Some(format!("pulled {got} bytes of {size}")),
                 Err(e) => errors[i] = Some(format!("{e:#}")),
             }
         }
