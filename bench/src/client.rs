@@ -212,11 +212,22 @@ impl RegistryClient {
     pub async fn pull_blob(&self, repo: &str, digest: &str) -> Result<(u64, f64)> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let mut cmd = tokio::process::Command::new("curl");
-        cmd.args(["-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download} %{time_total}"]);
+        cmd.args([
+            "-sS",
+            "--fail",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download} %{time_total}",
+        ]);
         if let Some(token) = &self.bearer {
             cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
         }
-        let out = cmd.arg(&url).output().await.context("run curl (Debian package curl)")?;
+        let out = cmd
+            .arg(&url)
+            .output()
+            .await
+            .context("run curl (Debian package curl)")?;
         ensure!(
             out.status.success(),
             "curl GET {url}: {}",
