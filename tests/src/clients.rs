@@ -226,8 +226,17 @@ impl Podman {
 
     /// The manifest digest podman recorded for a pulled or pushed image.
     pub fn image_digest(&self, reference: &str) -> String {
+        self.inspect(reference, "{{.Digest}}")
+    }
+
+    /// The image ID (the digest of its config) of a local image.
+    pub fn image_id(&self, reference: &str) -> String {
+        self.inspect(reference, "{{.Id}}")
+    }
+
+    fn inspect(&self, reference: &str, format: &str) -> String {
         self.cmd()
-            .args(["image", "inspect", "--format", "{{.Digest}}", reference])
+            .args(["image", "inspect", "--format", format, reference])
             .ok()
             .trim()
             .to_owned()

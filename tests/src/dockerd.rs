@@ -150,6 +150,15 @@ impl Dockerd {
         self.docker().arg("import").arg(&tar).arg(reference).ok();
     }
 
+    /// Runs `reference` (an image made by [`Dockerd::import_busybox`])
+    /// without network and returns the marker it holds.
+    pub fn run_marker(&self, reference: &str) -> String {
+        self.docker()
+            .args(["run", "--rm", "--network", "none", reference])
+            .args(["cat", "/etc/e2e-marker"])
+            .ok()
+    }
+
     /// The repo digest docker recorded for `reference` after a push or pull
     /// (`sha256:…`), from `docker image inspect`'s RepoDigests, for the entry
     /// of repository `repo` (`HOST/NAME`).

@@ -226,35 +226,24 @@ pub fn read_oci_layout(dir: &Path, tag: Option<&str>) -> PulledImage {
         manifest_digest, listed,
         "manifest blob content matches its name"
     );
-    let parsed: Value = serde_json::from_slice(&manifest).expect("manifest is JSON");
-    let mut blob_digests = vec![
-        parsed["config"]["digest"]
-            .as_str()
-            .expect("config digest")
-            .to_owned(),
-    ];
-    for layer in parsed["layers"].as_array().expect("layers") {
-        blob_digests.push(layer["digest"].as_str().expect("layer digest").to_owned());
-    }
-    for digest in &blob_digests {
-        assert_eq!(
-            &sha256_file(&blob_path(digest)),
-            digest,
-            "blob content in {} matches its digest",
-            dir.display()
-        );
-    }
-    PulledImage {
-        manifest,
-        manifest_digest,
-        blob_digests,
-    }
+    checked_image(dir, manifest, blob_path)
 }
 
 /// Reads the image that `skopeo copy … dir:DIR` wrote at `dir` (manifest
 /// kept byte for byte, whatever its type), checking every blob's content.
 pub fn read_dir_image(dir: &Path) -> PulledImage {
     let manifest = crate::read(&dir.join("manifest.json"));
+    checked_image(dir, manifest, |digest| dir.join(hex_part(digest)))
+}
+
+/// The image of `manifest` (an image manifest: config and layers), after
+/// checking that the file `blob_path` gives for each blob hashes to its
+/// digest.
+fn checked_image(
+    dir: &Path,
+    manifest: Vec<u8>,
+    blob_path: impl Fn(&str) -> PathBuf,
+) -> PulledImage {
     let manifest_digest = sha256(&manifest);
     let parsed: Value = serde_json::from_slice(&manifest).expect("manifest is JSON");
     let mut blob_digests = vec![
@@ -268,7 +257,7 @@ pub fn read_dir_image(dir: &Path) -> PulledImage {
     }
     for digest in &blob_digests {
         assert_eq!(
-            &sha256_file(&dir.join(hex_part(digest))),
+            &sha256_file(&blob_path(digest)),
             digest,
             "blob content in {} matches its digest",
             dir.display()

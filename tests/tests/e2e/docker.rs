@@ -7,16 +7,6 @@ use e2e::{CommandExt, Dockerd, Registry};
 const USER: &str = "dora";
 const PASSWORD: &str = "d0cker-pa55";
 
-/// The `digest: sha256:…` that `docker push` prints.
-fn pushed_digest(push_output: &str) -> String {
-    push_output
-        .split_whitespace()
-        .skip_while(|w| *w != "digest:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{push_output}"))
-        .to_owned()
-}
-
 #[test]
 fn login_push_pull_run_with_htpasswd() {
     let dir = e2e::temp_dir("docker-auth");
@@ -54,7 +44,7 @@ fn login_push_pull_run_with_htpasswd() {
         docker.config_json()
     );
 
-    let pushed = pushed_digest(&docker.docker().args(["push", &remote]).ok());
+    let pushed = docker.push(&remote);
     let repo = format!("{}/e2e/busybox", reg.host());
     assert_eq!(docker.repo_digest(&remote, &repo), pushed);
     assert_eq!(
@@ -67,18 +57,7 @@ fn login_push_pull_run_with_htpasswd() {
     docker.docker().args(["rmi", &remote]).ok();
     docker.docker().args(["pull", &remote]).ok();
     assert_eq!(docker.repo_digest(&remote, &repo), pushed);
-    let out = docker
-        .docker()
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &remote,
-            "cat",
-            "/etc/e2e-marker",
-        ])
-        .ok();
+    let out = docker.run_marker(&remote);
     assert_eq!(
         out, marker,
         "the pulled image runs and has the pushed content"

@@ -94,18 +94,7 @@ fn distribution_starts_with_the_shared_config_and_htpasswd() {
 fn dockerd_imports_and_runs_busybox_without_network() {
     let docker = Dockerd::start();
     docker.import_busybox("e2e/smoke:1", "smoke-marker-42");
-    let out = docker
-        .docker()
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "e2e/smoke:1",
-            "cat",
-            "/etc/e2e-marker",
-        ])
-        .ok();
+    let out = docker.run_marker("e2e/smoke:1");
     assert_eq!(out, "smoke-marker-42");
     let pgid = docker.pid();
     drop(docker);

@@ -27,12 +27,7 @@ fn login_push_pull_with_bcrypt_htpasswd() {
     let tar = busybox_rootfs_tar(&podman.scratch("rootfs.tar"), &marker);
     let local = "localhost/e2e/busybox:1";
     podman.import(&tar, local);
-    let image_id = podman
-        .cmd()
-        .args(["image", "inspect", "--format", "{{.Id}}", local])
-        .ok()
-        .trim()
-        .to_owned();
+    let image_id = podman.image_id(local);
     let remote = format!("{}/e2e/busybox:1", reg.host());
 
     // Not logged in: the push is refused.
@@ -74,12 +69,7 @@ fn login_push_pull_with_bcrypt_htpasswd() {
     podman.rmi(local);
     podman.pull_cmd(&remote).ok();
     assert_eq!(podman.image_digest(&remote), pushed);
-    let pulled_id = podman
-        .cmd()
-        .args(["image", "inspect", "--format", "{{.Id}}", &remote])
-        .ok()
-        .trim()
-        .to_owned();
+    let pulled_id = podman.image_id(&remote);
     assert_eq!(pulled_id, image_id, "pulled image has the pushed config");
 
     // After logout the pull is refused again.

@@ -218,11 +218,7 @@ fn docker_login_push_pull_run_then_revoke_refresh_token() {
     docker.docker().args(["rmi", &remote]).ok();
     docker.docker().args(["pull", &remote]).ok();
     assert_eq!(docker.repo_digest(&remote, &repo), pushed);
-    let out = docker
-        .docker()
-        .args(["run", "--rm", "--network", "none", &remote])
-        .args(["cat", "/etc/e2e-marker"])
-        .ok();
+    let out = docker.run_marker(&remote);
     assert_eq!(out, marker, "the pulled image runs with the pushed content");
 
     // Revoke every refresh token of hilda through the admin API.
@@ -454,12 +450,7 @@ fn podman_login_push_pull_with_grants() {
     let tar = busybox_rootfs_tar(&podman.scratch("rootfs.tar"), &random_name(16));
     let local = "localhost/e2e/busybox:1";
     podman.import(&tar, local);
-    let image_id = podman
-        .cmd()
-        .args(["image", "inspect", "--format", "{{.Id}}", local])
-        .ok()
-        .trim()
-        .to_owned();
+    let image_id = podman.image_id(local);
     let own = stack.image("pia/busybox:1");
     let public = stack.image("public/busybox:1");
     let push_cmd = |dest: &str| {
@@ -487,12 +478,7 @@ fn podman_login_push_pull_with_grants() {
     podman.rmi(local);
     podman.pull_cmd(&own).ok();
     assert_eq!(podman.image_digest(&own), pushed);
-    let pulled_id = podman
-        .cmd()
-        .args(["image", "inspect", "--format", "{{.Id}}", &own])
-        .ok()
-        .trim()
-        .to_owned();
+    let pulled_id = podman.image_id(&own);
     assert_eq!(pulled_id, image_id, "pulled image has the pushed config");
 
     // quinn may pull pia/*, not push.
@@ -657,11 +643,7 @@ fn docker_push_pull_through_distribution_trusting_authd() {
     docker.docker().args(["rmi", &remote]).ok();
     docker.docker().args(["pull", &remote]).ok();
     assert_eq!(docker.repo_digest(&remote, &repo), pushed);
-    let out = docker
-        .docker()
-        .args(["run", "--rm", "--network", "none", &remote])
-        .args(["cat", "/etc/e2e-marker"])
-        .ok();
+    let out = docker.run_marker(&remote);
     assert_eq!(out, marker);
 
     // Logged out, anonymous holds nothing on dana/*.
