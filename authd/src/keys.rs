@@ -28,15 +28,13 @@ use crate::error::Error;
 const RSA_BITS: usize = 2048;
 
 enum PrivateKey {
-    Es256(p256::ecdsa::SigningKey),
+    Es256 {
+        key: p256::ecdsa::SigningKey,
+        /// The same key in p256 0.14, whose precomputed base-point tables
+        /// make signing about twice as fast; only JWT signing uses it.
+        fast: Box<p256_sign::ecdsa::SigningKey>,
+    },
     Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>),
-}
-
-/// The same P-256 key in p256 0.14, whose precomputed base-point tables
-/// make signing about twice as fast; only JWT signing uses it.
-enum FastSigner {
-    Es256(Box<p256_sign::ecdsa::SigningKey>),
-    None,
 }
 
 /// One key able to sign tokens.
@@ -44,7 +42,6 @@ pub struct SigningKey {
     pub kid: String,
     pub public: token::PublicKey,
     private: PrivateKey,
-    fast: FastSigner,
     /// The JWS header, already base64url-encoded: it never changes.
     header_b64: String,
     pub created_ms: i64,
@@ -69,7 +66,7 @@ impl SigningKey {
         file_name: String,
     ) -> Result<Self, Error> {
         let public = match &private {
-            PrivateKey::Es256(k) => token::PublicKey::P256(k.verifying_key().into()),
+            PrivateKey::Es256 { key, .. } => token::PublicKey::P256(key.verifying_key().into()),
             PrivateKey::Rs256(k) => {
                 token::PublicKey::Rsa(rsa::RsaPublicKey::from(k.as_ref().as_ref()))
             }
@@ -85,7 +82,7 @@ impl SigningKey {
             kid: &'a str,
         }
         let alg = match &private {
-            PrivateKey::Es256(_) => "ES256",
+            PrivateKey::Es256 { .. } => "ES256",
             PrivateKey::Rs256(_) => "RS256",
         };
         let header = serde_json::to_vec(&Header {
@@ -94,19 +91,11 @@ impl SigningKey {
             kid: &kid,
         })
         .map_err(Error::internal)?;
-        let fast = match &private {
-            PrivateKey::Es256(k) => FastSigner::Es256(Box::new(
-                p256_sign::ecdsa::SigningKey::from_slice(&k.to_bytes())
-                    .map_err(|e| Error::internal(format!("P-256 key: {e}")))?,
-            )),
-            PrivateKey::Rs256(_) => FastSigner::None,
-        };
         Ok(SigningKey {
             header_b64: B64URL.encode(header),
             kid,
             public,
             private,
-            fast,
             created_ms,
             file_name,
         })
@@ -114,7 +103,7 @@ impl SigningKey {
 
     pub fn algorithm(&self) -> SigningAlgorithm {
         match self.private {
-            PrivateKey::Es256(_) => SigningAlgorithm::ES256,
+            PrivateKey::Es256 { .. } => SigningAlgorithm::ES256,
             PrivateKey::Rs256(_) => SigningAlgorithm::RS256,
         }
     }
@@ -127,17 +116,13 @@ impl SigningKey {
         jwt.push_str(&self.header_b64);
         jwt.push('.');
         B64URL.encode_string(&payload, &mut jwt);
-        let signature = match (&self.fast, &self.private) {
-            (FastSigner::Es256(k), _) => {
+        let signature = match &self.private {
+            PrivateKey::Es256 { fast, .. } => {
                 let sig: p256_sign::ecdsa::Signature =
-                    p256_sign::ecdsa::signature::Signer::sign(k.as_ref(), jwt.as_bytes());
+                    p256_sign::ecdsa::signature::Signer::sign(fast.as_ref(), jwt.as_bytes());
                 sig.to_vec()
             }
-            (FastSigner::None, PrivateKey::Es256(k)) => {
-                let sig: p256::ecdsa::Signature = k.sign(jwt.as_bytes());
-                sig.to_vec()
-            }
-            (FastSigner::None, PrivateKey::Rs256(k)) => k.sign(jwt.as_bytes()).to_vec(),
+            PrivateKey::Rs256(k) => k.sign(jwt.as_bytes()).to_vec(),
         };
         jwt.push('.');
         B64URL.encode_string(&signature, &mut jwt);
@@ -165,8 +150,8 @@ impl SigningKey {
         let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(&self.public.spki_der())
             .map_err(|e| err(&e))?;
         let cert = match &self.private {
-            PrivateKey::Es256(k) => {
-                CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, k)
+            PrivateKey::Es256 { key, .. } => {
+                CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, key)
                     .map_err(|e| err(&e))?
                     .build::<p256::ecdsa::DerSignature>()
                     .map_err(|e| err(&e))?
@@ -232,11 +217,15 @@ fn created_ms(file_name: &str) -> Option<i64> {
 }
 
 fn read_private_key(pem: &str) -> Result<PrivateKey, String> {
-    if let Ok(k) = p256::SecretKey::from_pkcs8_pem(pem) {
-        return Ok(PrivateKey::Es256(k.into()));
-    }
-    if let Ok(k) = p256::SecretKey::from_sec1_pem(pem) {
-        return Ok(PrivateKey::Es256(k.into()));
+    if let Ok(k) =
+        p256::SecretKey::from_pkcs8_pem(pem).or_else(|_| p256::SecretKey::from_sec1_pem(pem))
+    {
+        let fast = p256_sign::ecdsa::SigningKey::from_slice(&k.to_bytes())
+            .map_err(|e| format!("P-256 key: {e}"))?;
+        return Ok(PrivateKey::Es256 {
+            key: k.into(),
+            fast: Box::new(fast),
+        });
     }
     let rsa = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
         .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
