@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -57,12 +57,8 @@ impl FromRequestParts<AppState> for Admin {
                 let opts = token::VerifyOptions::new(&state.config.issuer, &state.config.service);
                 let claims = token::verify::verify(&jwt, &state.keys.current().trusted, &opts)
                     .map_err(|e| Error::unauthorized(format!("bearer token refused: {e}")))?;
-                let admin_access = claims.access.iter().any(|ra| {
-                    ra.resource_type == token::ADMIN_TYPE
-                        && ra.name == token::ADMIN_NAME
-                        && ra.actions.iter().any(|a| a == "*")
-                });
-                if !admin_access {
+                let access = token::Access(claims.access);
+                if !access.allows(token::ADMIN_TYPE, token::ADMIN_NAME, token::Action::All) {
                     return Err(Error::forbidden(format!(
                         "bearer token does not carry {}:{}:*",
                         token::ADMIN_TYPE,
@@ -205,9 +201,8 @@ pub async fn revoke_token(
 pub async fn list_grants(
     _: Admin,
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>, Error> {
-    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
     let grants = grant_db::list(&state.db, params.first("subject")).await?;
     Ok(Json(json!(
         grants.iter().map(GrantView::from).collect::<Vec<_>>()
@@ -300,13 +295,12 @@ pub async fn delete_grant(
 pub async fn import_htpasswd(
     admin: Admin,
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    params: Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<htpasswd::Report>, Error> {
     let body = body.map_err(|r| body_error(&r))?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Error::bad_request("invalid_htpasswd", "the htpasswd file is not UTF-8"))?;
-    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
     let report =
         htpasswd::import(&state.db, text, params.flag("skip_invalid"), &admin.actor).await?;
     Ok(Json(report))
@@ -315,9 +309,8 @@ pub async fn import_htpasswd(
 pub async fn audit(
     _: Admin,
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    params: Params,
 ) -> Result<Json<Value>, Error> {
-    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
     let limit = match params.first("limit") {
         Some(l) => l
             .parse::<i64>()

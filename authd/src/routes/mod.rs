@@ -193,8 +193,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 /// URL-encoded parameters (query string or form body), keeping repeats.
+/// As an extractor, the parameters of the query string.
 #[derive(Debug, Default)]
 pub struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Params, Self::Rejection> {
+        Ok(Params::parse(parts.uri.query().unwrap_or("").as_bytes()))
+    }
+}
 
 impl Params {
     pub fn parse(encoded: &[u8]) -> Params {

@@ -3,8 +3,8 @@
 //! PROTOCOL.md §3 describes. Errors use the OAuth2 + registry shape.
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -23,10 +23,9 @@ const MAX_CLIENT_ID_LEN: usize = 256;
 pub async fn get(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
-    RawQuery(query): RawQuery,
+    params: Params,
     headers: HeaderMap,
 ) -> Response {
-    let params = Params::parse(query.as_deref().unwrap_or("").as_bytes());
     respond(handle_get(&state, client, &params, &headers).await)
 }
 
