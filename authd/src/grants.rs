@@ -82,10 +82,6 @@ impl ActionSet {
         })
     }
 
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
     pub fn contains(self, other: ActionSet) -> bool {
         self.0 & other.0 == other.0
     }

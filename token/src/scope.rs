@@ -76,15 +76,6 @@ pub enum ScopeError {
 pub const MAX_SCOPE_LEN: usize = 1024;
 
 impl Scope {
-    pub fn new(resource_type: &str, name: &str, actions: &[&str]) -> Scope {
-        Scope {
-            resource_type: resource_type.to_owned(),
-            class: None,
-            name: name.to_owned(),
-            actions: actions.iter().map(|a| (*a).to_owned()).collect(),
-        }
-    }
-
     /// The known actions of this scope; unknown action names are dropped.
     pub fn known_actions(&self) -> impl Iterator<Item = Action> + '_ {
         self.actions.iter().filter_map(|a| Action::parse(a))

@@ -26,20 +26,6 @@ pub async fn record(
     Ok(())
 }
 
-/// Records a change that has no transaction of its own.
-pub async fn record_now(
-    db: &Db,
-    actor: &str,
-    action: &str,
-    target: &str,
-    detail: &str,
-) -> Result<(), Error> {
-    let mut tx = db.begin_write().await?;
-    record(&mut tx, actor, action, target, detail).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct Entry {
     pub id: i64,

@@ -224,12 +224,12 @@ pub async fn update(db: &Db, name: &str, changes: &Changes, actor: &str) -> Resu
     if changes.admin == Some(false) && user.is_admin {
         keep_an_admin(&mut tx, &user, "remove admin rights from").await?;
     }
-    if changes.disabled == Some(true) && !user.disabled {
+    let newly_disabled = changes.disabled == Some(true) && !user.disabled;
+    if newly_disabled {
         keep_an_admin(&mut tx, &user, "disable").await?;
     }
     let t = now();
     let password_changed = changes.password_hash.is_some();
-    let newly_disabled = changes.disabled == Some(true) && !user.disabled;
     sqlx::query(
         "UPDATE users SET password_hash = ?, imported_hash = ?, is_admin = ?, disabled = ?, \
          password_changed_at = ?, updated_at = ? WHERE id = ?",
