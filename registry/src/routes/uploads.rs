@@ -19,7 +19,7 @@ use crate::storage::uploads::AppendError;
 
 pub async fn start(
     state: &AppState,
-    granted: &Granted,
+    _: &Granted,
     caller: &Caller,
     name: &RepoName,
     query: &str,
@@ -42,18 +42,7 @@ pub async fn start(
     match digest {
         // Monolithic upload in one POST.
         Some(digest) => {
-            let mut upload = state.storage.lock_upload(name, id).await?;
-            let result = complete(
-                state,
-                granted,
-                name,
-                id,
-                &mut upload,
-                &digest,
-                req_headers,
-                body,
-            )
-            .await;
+            let result = complete(state, name, id, &digest, req_headers, body).await;
             if result.is_err() {
                 let n = name.clone();
                 let _ = state.storage.run(move |s| s.cancel_upload(&n, id)).await;
@@ -124,7 +113,7 @@ pub async fn patch(
 
 pub async fn put(
     state: &AppState,
-    granted: &Granted,
+    _: &Granted,
     name: &RepoName,
     id: Uuid,
     query: &str,
@@ -139,18 +128,7 @@ pub async fn put(
             )
         })
         .and_then(|d| Digest::parse(&d))?;
-    let mut upload = state.storage.lock_upload(name, id).await?;
-    complete(
-        state,
-        granted,
-        name,
-        id,
-        &mut upload,
-        &digest,
-        req_headers,
-        body,
-    )
-    .await
+    complete(state, name, id, &digest, req_headers, body).await
 }
 
 pub async fn cancel(state: &AppState, _: &Granted, name: &RepoName, id: Uuid) -> Result<Response> {
@@ -160,21 +138,20 @@ pub async fn cancel(state: &AppState, _: &Granted, name: &RepoName, id: Uuid) ->
     Ok(empty_response(StatusCode::NO_CONTENT, HeaderMap::new()))
 }
 
-/// Appends the final chunk, if any, and completes the upload as `digest`.
-#[allow(clippy::too_many_arguments)]
+/// Takes the upload, appends the final chunk, if any, and completes the
+/// upload as `digest`.
 async fn complete(
     state: &AppState,
-    _: &Granted,
     name: &RepoName,
     id: Uuid,
-    upload: &mut OwnedMutexGuard<UploadState>,
     digest: &Digest,
     req_headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    append(state, name, id, upload, req_headers, body).await?;
+    let mut upload = state.storage.lock_upload(name, id).await?;
+    append(state, name, id, &mut upload, req_headers, body).await?;
     let (n, d) = (name.clone(), digest.clone());
-    let mut taken = std::mem::replace(&mut **upload, UploadState::empty());
+    let mut taken = std::mem::replace(&mut *upload, UploadState::empty());
     let (result, back) = state
         .storage
         .run(move |s| {
@@ -182,7 +159,7 @@ async fn complete(
             Ok((r, taken))
         })
         .await?;
-    **upload = back;
+    *upload = back;
     result?;
     Ok(blob_created(name, digest))
 }

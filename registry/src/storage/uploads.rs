@@ -107,12 +107,10 @@ impl<B: Backend> Storage<B> {
         id: Uuid,
     ) -> Result<OwnedMutexGuard<UploadState>> {
         let key = (name.clone(), id);
-        let cell = self.uploads.0.get_with(key.clone(), || {
-            Arc::new(Mutex::new(UploadState {
-                offset: 0,
-                hasher: None,
-            }))
-        });
+        let cell = self
+            .uploads
+            .0
+            .get_with(key.clone(), || Arc::new(Mutex::new(UploadState::empty())));
         let mut guard = cell.lock_owned().await;
         let data = paths::upload_data(name, id);
         let size = self
