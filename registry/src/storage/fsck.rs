@@ -123,10 +123,7 @@ impl<B: Backend> Storage<B> {
         let started = Instant::now();
         let mut report = FsckReport::default();
         self.check_blobs(repair, &mut report)?;
-        for repo in self.list_repositories()? {
-            let Ok(name) = RepoName::parse(&repo) else {
-                continue;
-            };
+        for name in self.list_repositories()? {
             report.repositories += 1;
             self.check_repository(&name, repair, &mut report)?;
         }
@@ -261,7 +258,7 @@ impl<B: Backend> Storage<B> {
                     .backend
                     .stat(&path)
                     .map_err(io_err("reading storage"))?
-                    .is_some_and(|m| m.modified.elapsed().is_ok_and(|a| a >= TEMP_AGE));
+                    .is_some_and(|m| super::gc::older_than(m.modified, TEMP_AGE));
                 if old {
                     report.problems.push(Problem::LeftoverTemp(path.clone()));
                     if repair {

@@ -176,7 +176,7 @@ pub(super) fn refs_of(bytes: &[u8]) -> Option<Refs> {
     })
 }
 
-fn older_than(t: SystemTime, age: Duration) -> bool {
+pub(super) fn older_than(t: SystemTime, age: Duration) -> bool {
     SystemTime::now().duration_since(t).is_ok_and(|d| d >= age)
 }
 
@@ -226,10 +226,7 @@ impl<B: Backend> Storage<B> {
         let mut untagged: Vec<(RepoName, Digest)> = Vec::new();
 
         // 1. Mark.
-        for repo in self.list_repositories()? {
-            let Ok(name) = RepoName::parse(&repo) else {
-                continue;
-            };
+        for name in self.list_repositories()? {
             report.repositories += 1;
             let revisions = self.revisions(&name)?;
             report.manifests += revisions.len();
@@ -248,8 +245,8 @@ impl<B: Backend> Storage<B> {
                 if let Some(m) = self.load_manifest(d)?
                     && let Some(refs) = refs_of(&m.bytes)
                 {
-                    for r in refs.blobs.iter().chain(refs.children.iter()) {
-                        marked.insert(Key::of(r));
+                    for r in refs.all() {
+                        marked.insert(Key::of(&r));
                     }
                 }
             }
@@ -262,9 +259,11 @@ impl<B: Backend> Storage<B> {
             blobs: HashMap::new(),
             revisions: HashSet::new(),
         };
-        for (name, d) in &untagged {
-            report.manifests_deleted += 1;
-            if !opts.dry_run {
+        if opts.dry_run {
+            report.manifests_deleted = untagged.len();
+        } else {
+            // Counted once deleted, in step 4.
+            for (name, d) in &untagged {
                 let from = paths::revision_link(name, d);
                 match self
                     .backend
@@ -273,9 +272,8 @@ impl<B: Backend> Storage<B> {
                     Ok(()) => {
                         run.revisions.insert((name.clone(), d.clone()));
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        report.manifests_deleted -= 1;
-                    }
+                    // Deleted meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::io("setting a manifest aside", &e)),
                 }
             }
@@ -321,7 +319,7 @@ impl<B: Backend> Storage<B> {
             }
         }
         self.backend
-            .remove_dir_all(&paths::gc_root().join(&run.id))
+            .remove_dir_all(&paths::gc_run_dir(&run.id))
             .map_err(io_err("deleting collected content"))?;
         for (name, d) in &run.revisions {
             // The link's directories, left empty, go too.
@@ -448,10 +446,7 @@ impl<B: Backend> Storage<B> {
     fn restore_referenced(&self, run: &mut Run, since: SystemTime) -> Result<usize> {
         let since = since.checked_sub(MTIME_SLACK).unwrap_or(since);
         let mut restored = 0;
-        for repo in self.list_repositories()? {
-            let Ok(name) = RepoName::parse(&repo) else {
-                continue;
-            };
+        for name in self.list_repositories()? {
             let mut work: Vec<Digest> = self
                 .revisions(&name)?
                 .into_iter()
@@ -532,17 +527,13 @@ impl<B: Backend> Storage<B> {
             .list(&paths::gc_root())
             .map_err(io_err("listing collections"))?
         {
-            let base = paths::gc_root().join(&run.name);
-            for d in self.digests_in(&base.join("blobs"))? {
+            for d in self.digests_in(&paths::gc_trash_blobs(&run.name))? {
                 self.put_back(&paths::gc_trash_blob(&run.name, &d), &paths::blob_data(&d))?;
                 count += 1;
             }
-            for repo in self.repositories_holding(&base.join("repositories"), "_revisions")? {
-                let Ok(name) = RepoName::parse(&repo) else {
-                    continue;
-                };
-                let set_aside = base.join("repositories").join(&repo).join("_revisions");
-                for d in self.digests_in(&set_aside)? {
+            let repositories = paths::gc_trash_repositories(&run.name);
+            for name in self.repositories_holding(&repositories, "_revisions")? {
+                for d in self.digests_in(&paths::gc_trash_revisions(&run.name, &name))? {
                     self.put_back(
                         &paths::gc_trash_revision(&run.name, &name, &d),
                         &paths::revision_link(&name, &d),
@@ -551,7 +542,7 @@ impl<B: Backend> Storage<B> {
                 }
             }
             self.backend
-                .remove_dir_all(&base)
+                .remove_dir_all(&paths::gc_run_dir(&run.name))
                 .map_err(io_err("removing an interrupted collection"))?;
         }
         if count > 0 {
@@ -563,10 +554,7 @@ impl<B: Backend> Storage<B> {
     /// Removes `_layers` links whose blob data is gone.
     fn remove_dangling_layer_links(&self) -> Result<usize> {
         let mut removed = 0;
-        for repo in self.repositories_holding(&paths::repositories_root(), "_layers")? {
-            let Ok(name) = RepoName::parse(&repo) else {
-                continue;
-            };
+        for name in self.repositories_holding(&paths::repositories_root(), "_layers")? {
             for d in self.digests_in(&paths::layers_dir(&name))? {
                 if !self.blob_data_exists(&d)? {
                     self.remove_link(&paths::layer_link(&name, &d), &paths::repositories_root())?;
@@ -579,10 +567,7 @@ impl<B: Backend> Storage<B> {
 
     /// Deletes uploads started more than `age` ago.
     fn purge_uploads(&self, age: Duration, dry_run: bool, report: &mut GcReport) -> Result<()> {
-        for repo in self.repositories_holding(&paths::repositories_root(), "_uploads")? {
-            let Ok(name) = RepoName::parse(&repo) else {
-                continue;
-            };
+        for name in self.repositories_holding(&paths::repositories_root(), "_uploads")? {
             self.purge_repo_uploads(&name, age, dry_run, report)?;
         }
         Ok(())

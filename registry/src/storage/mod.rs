@@ -141,7 +141,7 @@ impl<B: Backend> Storage<B> {
 
     /// Every repository name, sorted. A repository is a directory holding
     /// `_manifests`, as distribution sees it.
-    pub fn list_repositories(&self) -> Result<Vec<String>> {
+    pub fn list_repositories(&self) -> Result<Vec<RepoName>> {
         let mut out = self.repositories_holding(&paths::repositories_root(), "_manifests")?;
         out.sort_unstable();
         Ok(out)
@@ -151,7 +151,7 @@ impl<B: Backend> Storage<B> {
     /// (`_manifests`, `_layers`, `_uploads`, …). Directories starting with
     /// `_` are never descended into, nor staged ones (`.name.tmp-…`) not
     /// yet in place; names that are not valid repository names are skipped.
-    fn repositories_holding(&self, root: &Path, marker: &str) -> Result<Vec<String>> {
+    fn repositories_holding(&self, root: &Path, marker: &str) -> Result<Vec<RepoName>> {
         let mut out = Vec::new();
         let mut stack = vec![(root.to_path_buf(), String::new())];
         while let Some((dir, prefix)) = stack.pop() {
@@ -164,8 +164,8 @@ impl<B: Backend> Storage<B> {
                     continue;
                 }
                 if entry.name == marker {
-                    if token::name::is_valid_repository(&prefix) {
-                        out.push(prefix.clone());
+                    if let Ok(name) = RepoName::parse(&prefix) {
+                        out.push(name);
                     }
                 } else if !entry.name.starts_with('_') {
                     let name = if prefix.is_empty() {
@@ -231,9 +231,7 @@ impl<B: Backend> Storage<B> {
             } else {
                 format!("{prefix}/{}", entry.name)
             };
-            if name.len() > token::name::MAX_REPOSITORY_LEN
-                || !token::name::is_valid_repository(&name)
-            {
+            if !token::name::is_valid_repository(&name) {
                 continue;
             }
             keys.push((format!("{name}/"), true));

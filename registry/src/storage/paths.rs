@@ -128,24 +128,37 @@ pub fn gc_lock() -> PathBuf {
     PathBuf::from(ROOT).join("_gc.lock")
 }
 
-/// Where one collection sets blob data aside.
+/// Everything one collection set aside.
+pub fn gc_run_dir(run: &str) -> PathBuf {
+    gc_root().join(run)
+}
+
+/// Where one collection sets blob data aside: `<alg>/<hex>` entries.
+pub fn gc_trash_blobs(run: &str) -> PathBuf {
+    gc_run_dir(run).join("blobs")
+}
+
+/// Where one collection sets blob `d`'s data aside.
 pub fn gc_trash_blob(run: &str, d: &Digest) -> PathBuf {
-    gc_root()
-        .join(run)
-        .join("blobs")
-        .join(d.algorithm().as_str())
-        .join(d.hex())
+    digest_path(&gc_trash_blobs(run), d)
+}
+
+/// Where one collection sets revision links aside, by repository.
+pub fn gc_trash_repositories(run: &str) -> PathBuf {
+    gc_run_dir(run).join("repositories")
+}
+
+/// Where one collection sets a repository's revision links aside:
+/// `<alg>/<hex>` entries.
+pub fn gc_trash_revisions(run: &str, name: &RepoName) -> PathBuf {
+    gc_trash_repositories(run)
+        .join(name.as_str())
+        .join("_revisions")
 }
 
 /// Where one collection sets a revision link aside.
 pub fn gc_trash_revision(run: &str, name: &RepoName, d: &Digest) -> PathBuf {
-    gc_root()
-        .join(run)
-        .join("repositories")
-        .join(name.as_str())
-        .join("_revisions")
-        .join(d.algorithm().as_str())
-        .join(d.hex())
+    digest_path(&gc_trash_revisions(run, name), d)
 }
 
 /// Where fsck moves blobs whose content does not match their digest.
