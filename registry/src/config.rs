@@ -534,11 +534,11 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
             headers.push((name.clone(), v));
         }
     }
-    let drain_timeout = match http.draintimeout.as_deref() {
-        None | Some("") => Duration::from_secs(60),
-        Some(s) => parse_duration(s)
-            .ok_or_else(|| invalid(format!("http.draintimeout {s:?} is not a duration")))?,
-    };
+    let drain_timeout = duration(
+        "http.draintimeout",
+        http.draintimeout.as_deref(),
+        Duration::from_secs(60),
+    )?;
 
     let auth = resolve_auth(raw.auth, &mut warnings)?;
     Ok(Config {

@@ -94,7 +94,8 @@ impl Caller {
                 Requirement::Repository(name, actions) => {
                     v.access.allows_repository(name.as_str(), actions)
                 }
-                Requirement::Catalog => v.access.allows_catalog() || v.access.has_catalog_entry(),
+                // With `*` (a full listing) or without (a filtered one).
+                Requirement::Catalog => v.access.has_catalog_entry(),
             },
             Caller::Anonymous | Caller::Refused(_) => false,
         };
@@ -141,13 +142,14 @@ impl Caller {
                 )
             }
             Authenticator::Token(t) => {
+                let scope = req.scope();
                 let mut value = format!(
                     "Bearer realm=\"{}\",service=\"{}\"",
                     quote_safe(&t.config.realm),
                     quote_safe(&t.config.service)
                 );
-                if let Some(scope) = req.scope() {
-                    value = format!("{value},scope=\"{}\"", quote_safe(&scope));
+                if let Some(scope) = &scope {
+                    value = format!("{value},scope=\"{}\"", quote_safe(scope));
                 }
                 let message = match self {
                     Caller::Token(_) => {
@@ -160,7 +162,7 @@ impl Caller {
                     }
                     _ => "authentication required".to_owned(),
                 };
-                let detail = req.scope().map(|s| serde_json::json!([{ "scope": s }]));
+                let detail = scope.map(|s| serde_json::json!([{ "scope": s }]));
                 let mut err = Error::new(ErrorCode::Unauthorized, message)
                     .with_header(WWW_AUTHENTICATE, &value);
                 if let Some(d) = detail {

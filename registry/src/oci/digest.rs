@@ -57,10 +57,7 @@ impl Digest {
 
     /// The sha256 digest of `data`.
     pub fn sha256_of(data: &[u8]) -> Digest {
-        Digest {
-            algorithm: DigestAlgorithm::Sha256,
-            hex: hex::encode(sha2::Sha256::digest(data)),
-        }
+        Digest::of(DigestAlgorithm::Sha256, data)
     }
 
     /// The digest of `data` with `algorithm`.

@@ -14,13 +14,13 @@ use crate::state::AppState;
 pub async fn list(state: &AppState, _: &Granted, caller: &Caller, query: &str) -> Result<Response> {
     let (n, last) = pagination(query)?;
     let filter = caller.clone();
+    let all = caller.may_list_catalog();
     let last_owned = last.clone();
     let (page, more) = state
         .storage
         .run(move |s| {
             let keep = |name: &str| {
-                filter.may_list_catalog()
-                    || RepoName::parse(name).is_ok_and(|r| filter.lists_in_catalog(&r))
+                all || RepoName::parse(name).is_ok_and(|r| filter.lists_in_catalog(&r))
             };
             s.catalog_page(last_owned.as_deref(), n, &keep)
         })
