@@ -13,66 +13,87 @@ use std::process::{Command, Output};
 use crate::bins::require_tool;
 use crate::process::CommandExt;
 
-/// Sets the per-client home and XDG directories under `dir`.
-fn isolate(cmd: &mut Command, dir: &Path, auth_file: &Path) {
-    cmd.env("HOME", dir.join("home"))
-        .env("XDG_RUNTIME_DIR", dir.join("run"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("XDG_DATA_HOME", dir.join("data"))
-        .env("REGISTRY_AUTH_FILE", auth_file)
-        .env_remove("DOCKER_CONFIG")
-        .env_remove("CONTAINERS_CONF")
-        .env_remove("CONTAINERS_STORAGE_CONF");
-}
-
-/// Creates the client's directories and an empty auth file (podman and
-/// skopeo refuse an `--authfile` that does not exist); returns its path.
-fn make_dirs(dir: &Path) -> PathBuf {
-    for sub in ["home", "run", "config", "data"] {
-        std::fs::create_dir_all(dir.join(sub)).expect("create client directories");
-    }
-    let auth_file = dir.join("auth.json");
-    crate::write(&auth_file, r#"{"auths":{}}"#);
-    auth_file
-}
-
-/// skopeo with its own auth file; no signature policy (`--insecure-policy`).
-pub struct Skopeo {
+/// What each client owns: its binary, a temporary directory holding its home
+/// and XDG directories, and its auth file.
+struct ClientEnv {
     bin: PathBuf,
     dir: tempfile::TempDir,
     auth_file: PathBuf,
 }
 
-impl Skopeo {
-    /// A skopeo with empty credentials (installs the package if missing).
-    pub fn new() -> Skopeo {
-        let bin = require_tool("skopeo", "skopeo");
-        let dir = crate::temp_dir("skopeo");
-        let auth_file = make_dirs(dir.path());
-        Skopeo {
+impl ClientEnv {
+    /// Finds `tool` (installing the Debian package of the same name if
+    /// missing) and creates its directories and an empty auth file (podman
+    /// and skopeo refuse an `--authfile` that does not exist).
+    fn new(tool: &str) -> ClientEnv {
+        let bin = require_tool(tool, tool);
+        let dir = crate::temp_dir(tool);
+        for sub in ["home", "run", "config", "data"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("create client directories");
+        }
+        let auth_file = dir.path().join("auth.json");
+        crate::write(&auth_file, r#"{"auths":{}}"#);
+        ClientEnv {
             bin,
             dir,
             auth_file,
         }
     }
 
+    /// The tool with its home and XDG directories and its auth file.
+    fn cmd(&self) -> Command {
+        let dir = self.dir.path();
+        let mut cmd = Command::new(&self.bin);
+        cmd.env("HOME", dir.join("home"))
+            .env("XDG_RUNTIME_DIR", dir.join("run"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("REGISTRY_AUTH_FILE", &self.auth_file)
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("CONTAINERS_CONF")
+            .env_remove("CONTAINERS_STORAGE_CONF");
+        cmd
+    }
+
+    /// `cmd login --tls-verify=false -u USER --password-stdin HOST` with
+    /// the auth file; returns the output whatever the outcome.
+    fn login(&self, mut cmd: Command, host: &str, user: &str, password: &str) -> Output {
+        cmd.args(["login", "--tls-verify=false", "--authfile"])
+            .arg(&self.auth_file)
+            .args(["-u", user, "--password-stdin", host]);
+        cmd.run_with_stdin(password.as_bytes())
+    }
+}
+
+/// skopeo with its own auth file; no signature policy (`--insecure-policy`).
+pub struct Skopeo {
+    env: ClientEnv,
+}
+
+impl Skopeo {
+    /// A skopeo with empty credentials (installs the package if missing).
+    pub fn new() -> Skopeo {
+        Skopeo {
+            env: ClientEnv::new("skopeo"),
+        }
+    }
+
     /// `skopeo --insecure-policy` with the isolated environment; add the
     /// subcommand and its arguments.
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        isolate(&mut cmd, self.dir.path(), &self.auth_file);
+        let mut cmd = self.env.cmd();
         cmd.arg("--insecure-policy");
         cmd
     }
 
     /// The auth file (`skopeo login` writes it).
     pub fn auth_file(&self) -> &Path {
-        &self.auth_file
+        &self.env.auth_file
     }
 
     /// A scratch directory that lives as long as this client.
     pub fn scratch(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.env.dir.path().join(name)
     }
 
     /// `skopeo copy` without TLS verification; extra flags (e.g.
@@ -86,7 +107,7 @@ impl Skopeo {
         let mut cmd = self.cmd();
         cmd.args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
             .arg("--authfile")
-            .arg(&self.auth_file)
+            .arg(&self.env.auth_file)
             .args(extra)
             .args([src, dst]);
         cmd
@@ -94,18 +115,14 @@ impl Skopeo {
 
     /// `skopeo login --tls-verify=false -u USER --password-stdin HOST`.
     pub fn login(&self, host: &str, user: &str, password: &str) -> Output {
-        let mut cmd = self.cmd();
-        cmd.args(["login", "--tls-verify=false", "--authfile"])
-            .arg(&self.auth_file)
-            .args(["-u", user, "--password-stdin", host]);
-        cmd.run_with_stdin(password.as_bytes())
+        self.env.login(self.cmd(), host, user, password)
     }
 
     /// The raw manifest of `image` (`docker://…`), as served.
     pub fn inspect_raw(&self, image: &str, extra: &[&str]) -> Vec<u8> {
         let mut cmd = self.cmd();
         cmd.args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
-            .arg(&self.auth_file)
+            .arg(&self.env.auth_file)
             .args(extra)
             .arg(image);
         cmd.ok().into_bytes()
@@ -120,29 +137,21 @@ impl Default for Skopeo {
 
 /// Rootful podman with private storage (vfs) under a temporary directory.
 pub struct Podman {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    auth_file: PathBuf,
+    env: ClientEnv,
 }
 
 impl Podman {
     /// A podman with empty storage and credentials (installs it if missing).
     pub fn new() -> Podman {
-        let bin = require_tool("podman", "podman");
-        let dir = crate::temp_dir("podman");
-        let auth_file = make_dirs(dir.path());
         Podman {
-            bin,
-            dir,
-            auth_file,
+            env: ClientEnv::new("podman"),
         }
     }
 
     /// `podman` with private storage and environment; add the subcommand.
     pub fn cmd(&self) -> Command {
-        let d = self.dir.path();
-        let mut cmd = Command::new(&self.bin);
-        isolate(&mut cmd, d, &self.auth_file);
+        let d = self.env.dir.path();
+        let mut cmd = self.env.cmd();
         cmd.arg("--root")
             .arg(d.join("storage"))
             .arg("--runroot")
@@ -162,29 +171,25 @@ impl Podman {
 
     /// The auth file (`podman login` writes it).
     pub fn auth_file(&self) -> &Path {
-        &self.auth_file
+        &self.env.auth_file
     }
 
     /// A scratch directory that lives as long as this client.
     pub fn scratch(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.env.dir.path().join(name)
     }
 
     /// `podman login --tls-verify=false -u USER --password-stdin HOST`;
     /// returns the output whatever the outcome.
     pub fn login(&self, host: &str, user: &str, password: &str) -> Output {
-        let mut cmd = self.cmd();
-        cmd.args(["login", "--tls-verify=false", "--authfile"])
-            .arg(&self.auth_file)
-            .args(["-u", user, "--password-stdin", host]);
-        cmd.run_with_stdin(password.as_bytes())
+        self.env.login(self.cmd(), host, user, password)
     }
 
     /// `podman logout HOST`.
     pub fn logout(&self, host: &str) {
         let mut cmd = self.cmd();
         cmd.args(["logout", "--authfile"])
-            .arg(&self.auth_file)
+            .arg(&self.env.auth_file)
             .arg(host)
             .ok();
     }
@@ -199,7 +204,7 @@ impl Podman {
     pub fn push_cmd(&self, local: &str, dest: &str, digest_file: &Path) -> Command {
         let mut cmd = self.cmd();
         cmd.args(["push", "--tls-verify=false", "--authfile"])
-            .arg(&self.auth_file)
+            .arg(&self.env.auth_file)
             .arg("--digestfile")
             .arg(digest_file)
             .args([local, dest]);
@@ -208,7 +213,7 @@ impl Podman {
 
     /// `podman push` that must succeed; returns the pushed manifest digest.
     pub fn push(&self, local: &str, dest: &str) -> String {
-        let digest_file = self.dir.path().join("digest");
+        let digest_file = self.env.dir.path().join("digest");
         self.push_cmd(local, dest, &digest_file).ok();
         String::from_utf8_lossy(&crate::read(&digest_file))
             .trim()
@@ -219,7 +224,7 @@ impl Podman {
     pub fn pull_cmd(&self, reference: &str) -> Command {
         let mut cmd = self.cmd();
         cmd.args(["pull", "--tls-verify=false", "--authfile"])
-            .arg(&self.auth_file)
+            .arg(&self.env.auth_file)
             .arg(reference);
         cmd
     }
