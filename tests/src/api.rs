@@ -169,6 +169,13 @@ pub fn parse_next_link(link: &str) -> Option<String> {
     })
 }
 
+/// An upload `location` with `digest=` added to its query, to complete the
+/// upload with a PUT.
+pub fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
 /// The `errors[].code` values of an error body.
 pub fn error_codes(body: &Value) -> Vec<String> {
     body["errors"]

@@ -1,8 +1,9 @@
 //! Test inputs made locally, without network: OCI image layouts with random
 //! gzip'd layers (for `skopeo copy oci:DIR:TAG`), a static busybox root
 //! filesystem tarball (for `docker import` / `podman import`, runnable with
-//! `docker run`), htpasswd files made by the real `htpasswd`, and a reader for
-//! OCI layouts that clients pulled into.
+//! `docker run`), htpasswd files made by the real `htpasswd`, self-signed TLS
+//! certificates made by `openssl`, and a reader for OCI layouts that clients
+//! pulled into.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -53,18 +54,24 @@ pub fn random_name(len: usize) -> String {
         .collect()
 }
 
-/// A tar archive (in memory) of `(path, mode, contents)` regular files, with
-/// fixed owner and mtime so equal inputs give equal bytes.
+/// A GNU tar header with owner root and mtime 0, so that equal inputs give
+/// equal bytes.
+fn tar_header(entry_type: tar::EntryType, mode: u32, size: usize) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(entry_type);
+    header.set_mode(mode);
+    header.set_size(size as u64);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header
+}
+
+/// A tar archive (in memory) of `(path, mode, contents)` regular files.
 fn tar_of(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (path, mode, contents) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(contents.len() as u64);
-        header.set_mode(*mode);
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_entry_type(tar::EntryType::Regular);
+        let mut header = tar_header(tar::EntryType::Regular, *mode, contents.len());
         builder
             .append_data(&mut header, path, *contents)
             .expect("append a file to the tar");
@@ -329,36 +336,22 @@ pub fn busybox_rootfs_tar(path: &Path, marker: &str) -> PathBuf {
     let busybox = crate::read(&static_busybox());
     let mut builder = tar::Builder::new(Vec::new());
     for dir in ["bin", "etc", "tmp"] {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_size(0);
-        header.set_mtime(0);
+        let mut header = tar_header(tar::EntryType::Directory, 0o755, 0);
         builder
             .append_data(&mut header, dir, std::io::empty())
             .expect("append a directory");
     }
-    let mut header = tar::Header::new_gnu();
-    header.set_size(busybox.len() as u64);
-    header.set_mode(0o755);
-    header.set_mtime(0);
+    let mut header = tar_header(tar::EntryType::Regular, 0o755, busybox.len());
     builder
         .append_data(&mut header, "bin/busybox", busybox.as_slice())
         .expect("append busybox");
     for applet in ["sh", "echo", "cat", "ls", "sha256sum"] {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_mode(0o777);
-        header.set_size(0);
-        header.set_mtime(0);
+        let mut header = tar_header(tar::EntryType::Symlink, 0o777, 0);
         builder
             .append_link(&mut header, format!("bin/{applet}"), "busybox")
             .expect("append an applet link");
     }
-    let mut header = tar::Header::new_gnu();
-    header.set_size(marker.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
+    let mut header = tar_header(tar::EntryType::Regular, 0o644, marker.len());
     builder
         .append_data(&mut header, "etc/e2e-marker", marker.as_bytes())
         .expect("append the marker");
@@ -401,4 +394,22 @@ pub fn htpasswd_entries(path: &Path) -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(u, h)| (u.to_owned(), h.to_owned()))
         .collect()
+}
+
+/// A self-signed P-256 certificate for `127.0.0.1` and `localhost`, valid
+/// for a day, made by `openssl req -x509`: writes `cert.pem` and `key.pem`
+/// in `dir` and returns their paths (certificate, key).
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    Command::new(require_tool("openssl", "openssl"))
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .ok();
+    (cert, key)
 }

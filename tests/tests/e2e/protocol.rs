@@ -6,7 +6,7 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 
-use e2e::api::{Api, error_codes};
+use e2e::api::{Api, error_codes, with_digest};
 use e2e::digest::sha256;
 use e2e::fixtures::random_bytes;
 use e2e::{Impl, Registry};
@@ -69,11 +69,6 @@ fn patch(api: &Api, location: &str, start: usize, data: &[u8]) -> Response {
         .body(data.to_vec())
         .send()
         .expect("PATCH")
-}
-
-fn with_digest(location: &str, digest: &str) -> String {
-    let sep = if location.contains('?') { '&' } else { '?' };
-    format!("{location}{sep}digest={digest}")
 }
 
 /// Pushes `data` as a blob of `repo` (POST + PUT); returns its digest.

@@ -1,9 +1,7 @@
 //! skopeo against our registry: multi-layer images in and out, by tag and by
 //! digest, with the digests of everything pulled equal to what was pushed.
 
-use std::process::Command;
-
-use e2e::fixtures::{OCI_MANIFEST, OciImage, read_oci_layout};
+use e2e::fixtures::{OCI_MANIFEST, OciImage, read_oci_layout, self_signed_cert};
 use e2e::{CommandExt, Registry, Skopeo};
 use serde_json::json;
 
@@ -101,22 +99,7 @@ fn copy_between_repositories_and_as_docker_schema2() {
 #[test]
 fn copy_over_tls_with_a_verified_self_signed_certificate() {
     let dir = e2e::temp_dir("tls");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let openssl = e2e::bins::require_tool("openssl", "openssl");
-    Command::new(openssl)
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .ok();
+    let (cert, key) = self_signed_cert(dir.path());
     let reg = Registry::builder()
         .yaml("http.tls", json!({ "certificate": cert, "key": key }))
         .start();

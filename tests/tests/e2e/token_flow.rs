@@ -327,8 +327,8 @@ fn docker_permissions_pull_only_no_grant_namespaces_and_anonymous() {
     assert_refused(&out, "pull by a user without a grant");
 
     // ${user}/*: each user pushes into their own namespace only.
-    docker.import_busybox(&stack.image("alice/img:1"), "alice's");
     let alice_img = stack.image("alice/img:1");
+    docker.import_busybox(&alice_img, "alice's");
     let alice_img2 = stack.image("alice/img:2");
     let bob_img = stack.image("bob/img:1");
     docker.docker().args(["tag", &alice_img, &bob_img]).ok();
@@ -365,10 +365,7 @@ fn docker_permissions_pull_only_no_grant_namespaces_and_anonymous() {
         &out,
         "anonymous pull of a repository not granted to anonymous",
     );
-    let out = docker
-        .docker()
-        .args(["pull", &stack.image("alice/img:1")])
-        .run();
+    let out = docker.docker().args(["pull", &alice_img]).run();
     assert_refused(&out, "anonymous pull of a user's namespace");
 
     // The catalog: without a token, 401 naming the catalog scope.
