@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use bytes::Bytes;
+use e2e::api::with_digest;
 use reqwest::{Client, Method, Response, StatusCode};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio_util::io::ReaderStream;
@@ -252,11 +253,6 @@ impl RegistryClient {
         let body = resp.json().await?;
         Ok((body, next))
     }
-}
-
-fn with_digest(location: &str, digest: &str) -> String {
-    let sep = if location.contains('?') { '&' } else { '?' };
-    format!("{location}{sep}digest={digest}")
 }
 
 async fn body_text(resp: Response) -> String {

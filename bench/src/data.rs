@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context as _, Result, ensure};
 use bytes::Bytes;
+use e2e::digest::sha256;
 use rand::{RngCore as _, SeedableRng as _};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -38,11 +39,6 @@ pub fn blob_file(path: &Path, size: u64, seed: u64) -> Result<String> {
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
-/// `sha256:<hex>` of bytes.
-pub fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
 /// A small image: one layer, one config, one manifest (all in memory).
 #[derive(Clone)]
 pub struct SmallImage {
@@ -60,7 +56,7 @@ impl SmallImage {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ 0x5eed_1a7e);
         let mut layer = vec![0u8; layer_size];
         rng.fill_bytes(&mut layer);
-        let layer_digest = digest(&layer);
+        let layer_digest = sha256(&layer);
         let config = serde_json::to_vec(&json!({
             "architecture": "amd64",
             "os": "linux",
@@ -68,7 +64,7 @@ impl SmallImage {
             "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
         }))
         .expect("config JSON");
-        let config_digest = digest(&config);
+        let config_digest = sha256(&config);
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,

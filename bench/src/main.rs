@@ -356,27 +356,40 @@ fn start_servers(args: &Args, seed_root: Option<&Path>, run_dir: &Path) -> Resul
         if let Some(seed) = seed_root {
             data::copy_seed(seed, &root)?;
         }
-        let builder = e2e::Registry::builder()
-            .root(&root)
-            .log_level("warn")
-            .access_log(false)
-            .delete_enabled(true);
-        let (name, reg) = match name.as_str() {
-            "ours" => {
-                let bin = args
-                    .ours_bin
-                    .clone()
-                    .unwrap_or_else(|| e2e::bins::workspace_bin("registry"));
-                ("ours", builder.bin(bin).start())
-            }
-            "distribution" => ("distribution", builder.start_distribution()),
+        let (name, ours) = match name.as_str() {
+            "ours" => ("ours", true),
+            "distribution" => ("distribution", false),
             other => anyhow::bail!("unknown server {other} (ours, distribution)"),
         };
+        let reg = start_registry(args, ours, registry_builder(&root));
         let client = RegistryClient::new(reg.url())?;
         eprintln!("bench: {name} at {} (pid {})", reg.url(), reg.pid());
         servers.push(Server { name, reg, client });
     }
     Ok(servers)
+}
+
+/// How every benchmarked server runs: over `root`, log level warn, no access
+/// log, deletes enabled.
+fn registry_builder(root: &Path) -> e2e::RegistryBuilder {
+    e2e::Registry::builder()
+        .root(root)
+        .log_level("warn")
+        .access_log(false)
+        .delete_enabled(true)
+}
+
+/// Starts ours (`--ours-bin`, or the workspace's) or distribution.
+fn start_registry(args: &Args, ours: bool, builder: e2e::RegistryBuilder) -> e2e::Registry {
+    if ours {
+        let bin = args
+            .ours_bin
+            .clone()
+            .unwrap_or_else(|| e2e::bins::workspace_bin("registry"));
+        builder.bin(bin).start()
+    } else {
+        builder.start_distribution()
+    }
 }
 
 /// Times `f` `reps` times after one untimed warm-up; returns the median

@@ -29,7 +29,7 @@ use e2e::registry::{Auth, Impl};
 use crate::client::{OCI_MANIFEST, RegistryClient};
 use crate::data::{self, SmallImage};
 use crate::report::{Better, Figure, Row, Unit};
-use crate::{Args, Plan, Server, median, order, row_of, wrk_row};
+use crate::{Args, Plan, Server, median, order, registry_builder, row_of, start_registry, wrk_row};
 
 /// The bench user's name in authd.
 const USER: &str = "bench";
@@ -65,21 +65,7 @@ impl Setup {
 
 /// Starts a server of the same kind as `s` over the same root, with `auth`.
 fn twin(s: &Server, args: &Args, auth: Auth, what: &str) -> Result<Server> {
-    let builder = e2e::Registry::builder()
-        .root(s.reg.root())
-        .log_level("warn")
-        .access_log(false)
-        .delete_enabled(true)
-        .auth(auth);
-    let reg = if s.is_ours() {
-        let bin = args
-            .ours_bin
-            .clone()
-            .unwrap_or_else(|| e2e::bins::workspace_bin("registry"));
-        builder.bin(bin).start()
-    } else {
-        builder.start_distribution()
-    };
+    let reg = start_registry(args, s.is_ours(), registry_builder(s.reg.root()).auth(auth));
     eprintln!(
         "bench: {} {what} at {} (pid {})",
         s.name,
