@@ -3,8 +3,8 @@
 //! tokens fetched with `curl` (GET and POST) and verified with the keys
 //! published at `/.well-known/jwks.json` through `token::verify`.
 //!
-//! Missing tools fail the test with the Debian package to install; nothing
-//! is skipped silently.
+//! Missing tools are installed (as root, with apt-get) or fail the test with
+//! the Debian package to install; nothing is skipped silently.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,20 +14,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use e2e::bins::require_tool;
+use e2e::fixtures::{HtpasswdHash, htpasswd, self_signed_cert};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authd");
-
-/// Fails with the package to install when `tool` is not on PATH.
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
-    assert!(
-        found,
-        "`{tool}` is needed by this test: install the Debian package `{package}` \
-         (apt-get install -y {package})"
-    );
-}
 
 /// An `authd` command on `dir`, isolated from the caller's AUTHD_* variables,
 /// with cheap argon2 so the suite stays fast.
@@ -198,22 +189,9 @@ fn kid(jwt: &str) -> String {
     jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap()
 }
 
-fn htpasswd(args: &[&str]) {
-    let out = Command::new("htpasswd")
-        .args(args)
-        .output()
-        .expect("run htpasswd");
-    assert!(
-        out.status.success(),
-        "htpasswd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn htpasswd_import_then_tokens_with_curl_get_and_post() {
-    require("htpasswd", "apache2-utils");
-    require("curl", "curl");
+    require_tool("curl", "curl");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let server = Server::start(d, &[], &[]);
@@ -223,9 +201,9 @@ fn htpasswd_import_then_tokens_with_curl_get_and_post() {
     // One file per format flag, made by the real tool, imported by the CLI.
     let file = d.join("htpasswd");
     let f = file.to_str().unwrap();
-    htpasswd(&["-cbB", f, "bcrypt-user", "bcrypt pass"]);
-    htpasswd(&["-bm", f, "apr1-user", "apr1-pass"]);
-    htpasswd(&["-bs", f, "sha-user", "sha-pass"]);
+    htpasswd(&file, "bcrypt-user", "bcrypt pass", HtpasswdHash::Bcrypt);
+    htpasswd(&file, "apr1-user", "apr1-pass", HtpasswdHash::Apr1);
+    htpasswd(&file, "sha-user", "sha-pass", HtpasswdHash::Sha1);
     let out = cli_ok(d, &["import-htpasswd", f], "");
     assert!(
         out.contains("imported 3, updated 0, unchanged 0, rejected 0"),
@@ -237,7 +215,7 @@ fn htpasswd_import_then_tokens_with_curl_get_and_post() {
     // A second file through the API.
     let file2 = d.join("htpasswd2");
     let f2 = file2.to_str().unwrap();
-    htpasswd(&["-cbB", f2, "api-user", "api-pass"]);
+    htpasswd(&file2, "api-user", "api-pass", HtpasswdHash::Bcrypt);
     let (status, body) = curl(&[
         "-u",
         &format!("admin:{admin_pw}"),
@@ -360,7 +338,7 @@ fn htpasswd_import_then_tokens_with_curl_get_and_post() {
 
 #[test]
 fn first_start_defaults_persist_across_restarts() {
-    require("curl", "curl");
+    require_tool("curl", "curl");
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -403,8 +381,8 @@ fn first_start_defaults_persist_across_restarts() {
 
 #[test]
 fn admin_from_environment_and_graceful_sigterm() {
-    require("curl", "curl");
-    require("kill", "procps");
+    require_tool("curl", "curl");
+    require_tool("kill", "procps");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut server = Server::start(
@@ -446,7 +424,7 @@ fn admin_from_environment_and_graceful_sigterm() {
 
 #[test]
 fn cli_users_grants_and_passwords() {
-    require("curl", "curl");
+    require_tool("curl", "curl");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let server = Server::start(d, &[("AUTHD_ADMIN_PASSWORD", "admin-password")], &[]);
@@ -533,7 +511,7 @@ fn cli_users_grants_and_passwords() {
 
 #[test]
 fn keys_rotate_and_export_cert() {
-    require("curl", "curl");
+    require_tool("curl", "curl");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let server = Server::start(d, &[("AUTHD_ADMIN_PASSWORD", "admin-password")], &[]);
@@ -598,38 +576,10 @@ fn keys_rotate_and_export_cert() {
 
 #[test]
 fn config_file_env_overrides_and_tls() {
-    require("curl", "curl");
-    require("openssl", "openssl");
+    require_tool("curl", "curl");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (cert, key) = (d.join("tls.crt"), d.join("tls.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = self_signed_cert(d);
     let config = d.join("authd.yml");
     std::fs::write(
         &config,

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use e2e::fixtures::random_bytes;
 use registry::oci::Digest;
-use support::process::{Client, Image, Server, random_bytes, registry_cmd};
+use support::process::{Client, Image, Server, registry_cmd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_midway_loses_nothing_acknowledged() {

@@ -5,38 +5,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use http::{Method, StatusCode};
 use registry::oci::Digest;
 use registry::storage::{FsBackend, Storage};
 use support::*;
-
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .expect("the mount command (util-linux) is needed");
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs failed (this test needs root, as CI runs): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn usage(p: &Path) -> u64 {
     let out = Command::new("du").arg("-sb").arg(p).output().unwrap();
@@ -51,8 +26,8 @@ fn usage(p: &Path) -> u64 {
 #[tokio::test]
 async fn full_disk_answers_507_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    let _fs = Tmpfs::mount(&mnt, "3m");
+    let fs = e2e::mount::Tmpfs::mount(3 << 20);
+    let mnt = fs.path();
     let root = mnt.join("root");
     let app = TestApp::with_root(
         dir,
@@ -135,14 +110,9 @@ async fn full_disk_answers_507_and_recovers() {
     std::fs::remove_file(&filler).unwrap();
     app.delete(&loc).await;
     for d in stored.drain(..) {
-        std::fs::remove_file(root.join(format!(
-            "docker/registry/v2/blobs/sha256/{}/{}/data",
-            &d.hex()[..2],
-            d.hex()
-        )))
-        .unwrap();
+        std::fs::remove_file(blob_data_path(&root, &d)).unwrap();
     }
-    assert!(usage(&mnt) < 1024 * 1024);
+    assert!(usage(mnt) < 1024 * 1024);
     let d = app.push_blob("full", &vec![3u8; 1024 * 1024]).await;
     assert_eq!(
         app.get(&format!("/v2/full/blobs/{d}")).await.body.len(),

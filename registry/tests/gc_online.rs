@@ -9,16 +9,10 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use e2e::fixtures::random_bytes;
 use registry::oci::Digest;
-use support::process::{Client, Image, Server, random_bytes, registry_cmd};
-
-fn blob_file(root: &std::path::Path, d: &Digest) -> std::path::PathBuf {
-    root.join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{}/data",
-        &d.hex()[..2],
-        d.hex()
-    ))
-}
+use support::blob_data_path;
+use support::process::{Client, Image, Server, registry_cmd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_runs_while_pushes_pulls_and_deletes_go_on() {
@@ -76,7 +70,7 @@ async fn gc_runs_while_pushes_pulls_and_deletes_go_on() {
                 .unwrap();
             std::fs::File::options()
                 .write(true)
-                .open(blob_file(&root, &Digest::sha256_of(&blob)))
+                .open(blob_data_path(&root, &Digest::sha256_of(&blob)))
                 .unwrap()
                 .set_modified(SystemTime::now() - Duration::from_secs(7200))
                 .unwrap();
@@ -206,7 +200,7 @@ async fn gc_runs_while_pushes_pulls_and_deletes_go_on() {
     }
     for d in &doomed_blobs {
         assert!(
-            !blob_file(&root, d).exists(),
+            !blob_data_path(&root, d).exists(),
             "blob {d} of a deleted image was not collected"
         );
     }

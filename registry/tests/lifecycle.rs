@@ -29,11 +29,7 @@ fn gc_now() -> GcOptions {
 }
 
 fn blob_path(app: &TestApp, d: &Digest) -> std::path::PathBuf {
-    app.root().join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{}/data",
-        &d.hex()[..2],
-        d.hex()
-    ))
+    blob_data_path(&app.root(), d)
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ mod support;
 use support::process::Server;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
@@ -61,33 +61,7 @@ fn positional_config_and_env_override() {
 #[test]
 fn tls_with_rustls() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is needed by this test (Debian package openssl)");
-    assert!(status.success());
+    let (cert, key) = e2e::fixtures::self_signed_cert(dir.path());
     let cfg = write_config(
         dir.path(),
         &format!(
@@ -121,26 +95,13 @@ fn sigterm_shuts_down_gracefully() {
     let mut server = start(&["serve", cfg.to_str().unwrap()], &[]);
     let (_, code) = curl(&[&format!("{}/v2/", server.url)]);
     assert_eq!(code, "200");
-    let pid = server.child.id().to_string();
+    // SIGTERM, then SIGKILL after 10 s: only a clean exit in time succeeds.
+    server.daemon.set_grace(Duration::from_secs(10));
+    let status = server.daemon.stop();
     assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
+        status.is_some_and(|s| s.success()),
+        "registry did not stop cleanly on SIGTERM within 10 s: exit status {status:?}"
     );
-    let started = Instant::now();
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "registry did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -253,6 +253,16 @@ impl TestApp {
     }
 }
 
+/// The data file of blob `d` under the storage `root`, in distribution's
+/// layout (spelled out here, not taken from the registry's own paths).
+pub fn blob_data_path(root: &Path, d: &Digest) -> PathBuf {
+    root.join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{}/data",
+        &d.hex()[..2],
+        d.hex()
+    ))
+}
+
 pub fn image_manifest(config: &Digest, config_size: usize, layers: &[(&Digest, usize)]) -> String {
     let layers: Vec<String> = layers
         .iter()

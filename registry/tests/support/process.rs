@@ -3,23 +3,23 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
+use e2e::Daemon;
 use registry::oci::Digest;
 
-/// A running registry; killed when dropped.
+/// A running registry, in its own process group (its log tail is printed
+/// when a test panics); killed when dropped.
 pub struct Server {
-    pub child: Child,
+    pub daemon: Daemon,
     pub url: String,
-    pub log: PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.kill_hard();
     }
 }
 
@@ -39,46 +39,19 @@ impl Server {
         Server::spawn(&["serve"], &all, &root.with_extension("log"))
     }
 
-    /// Runs `registry <args>` with `envs`, stderr to `log`, and waits for
-    /// its `listening on` line.
+    /// Runs `registry <args>` with `envs`, its output appended to `log`, and
+    /// waits for its `listening on` line.
     pub fn spawn(args: &[&str], envs: &[(&str, &str)], log: &Path) -> Server {
-        let stderr = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
-            .args(args)
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn registry");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read stdout");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "no listening line; log: {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                )
-            })
-            .to_owned();
-        Server {
-            child,
-            url,
-            log: log.to_owned(),
-        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_registry"));
+        cmd.args(args).envs(envs.iter().copied());
+        let mut daemon = Daemon::spawn("registry", &cmd, log);
+        let url = daemon.wait_listening(Duration::from_secs(30));
+        Server { daemon, url }
     }
 
     /// SIGKILL, as a crash.
     pub fn kill_hard(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.kill_hard();
     }
 }
 
@@ -105,22 +78,13 @@ impl Image {
     pub fn new(seed: u64, layers: &[Vec<u8>]) -> Image {
         let config =
             format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
-        let descs: Vec<String> = layers
+        let layer_digests: Vec<Digest> = layers.iter().map(|l| Digest::sha256_of(l)).collect();
+        let descs: Vec<(&Digest, usize)> = layer_digests
             .iter()
-            .map(|l| {
-                format!(
-                    r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}"#,
-                    Digest::sha256_of(l),
-                    l.len()
-                )
-            })
+            .zip(layers)
+            .map(|(d, l)| (d, l.len()))
             .collect();
-        let manifest = format!(
-            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
-            Digest::sha256_of(&config),
-            config.len(),
-            descs.join(",")
-        );
+        let manifest = super::image_manifest(&Digest::sha256_of(&config), config.len(), &descs);
         let digest = Digest::sha256_of(manifest.as_bytes());
         Image {
             config,
@@ -133,11 +97,6 @@ impl Image {
     pub fn blobs(&self) -> impl Iterator<Item = &Vec<u8>> {
         std::iter::once(&self.config).chain(self.layers.iter())
     }
-}
-
-/// Random bytes, for distinct content.
-pub fn random_bytes(len: usize) -> Vec<u8> {
-    (0..len).map(|_| rand::random::<u8>()).collect()
 }
 
 /// A registry client over reqwest.
@@ -158,7 +117,7 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 impl Client {
     pub fn new(url: &str) -> Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        e2e::init_crypto();
         Client {
             http: reqwest::Client::new(),
             url: url.to_owned(),
@@ -227,10 +186,9 @@ impl Client {
             }
             loc = self.abs(r.headers()["location"].to_str()?);
         }
-        let sep = if loc.contains('?') { '&' } else { '?' };
         let r = self
             .http
-            .put(format!("{loc}{sep}digest={d}"))
+            .put(e2e::api::with_digest(&loc, &d.to_string()))
             .send()
             .await?;
         if r.status() == 201 {
