@@ -10,6 +10,7 @@
 
 mod client;
 mod data;
+mod mixed;
 mod report;
 mod sys;
 mod token;
@@ -97,6 +98,12 @@ struct Args {
     /// Timed repetitions of the catalog and tag-list requests (median).
     #[arg(long, default_value_t = 5)]
     list_reps: usize,
+    /// Instead of the comparison: a mixed load on authd and our registry
+    /// (token auth) for this many seconds — pulls, pushes, token requests,
+    /// admin calls and a password guesser — that fails on any unintended
+    /// answer or growing memory.
+    #[arg(long, value_name = "SECS")]
+    mixed: Option<u64>,
     /// Also write the rows as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -197,7 +204,10 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&workdir)?;
     let run_dir = workdir.join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir)?;
-    let result = run(&args, &plan, &workdir, &run_dir).await;
+    let result = match args.mixed {
+        Some(secs) => mixed::run(&args, secs, &run_dir).await,
+        None => run(&args, &plan, &workdir, &run_dir).await,
+    };
     // Server roots and blob files of this run; the seed cache stays.
     let _ = std::fs::remove_dir_all(&run_dir);
     result

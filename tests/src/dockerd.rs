@@ -181,6 +181,16 @@ impl Dockerd {
             .to_owned()
     }
 
+    /// Makes the daemon trust `ca` for the registry `host` (`HOST[:PORT]`)
+    /// by writing `/etc/docker/certs.d/HOST/ca.crt`: dockerd reads that
+    /// directory, not one of ours, and reads it again for each registry
+    /// request. Removed when the returned guard drops.
+    pub fn trust_ca(&self, host: &str, ca: &Path) -> TrustedCa {
+        let dir = Path::new(CERTS_D).join(host);
+        crate::write(&dir.join("ca.crt"), crate::read(ca));
+        TrustedCa { dir }
+    }
+
     /// The dockerd process id (also its process group id).
     pub fn pid(&self) -> u32 {
         self.daemon.pid()
@@ -189,6 +199,20 @@ impl Dockerd {
     /// The daemon process (log, pid).
     pub fn daemon(&mut self) -> &mut Daemon {
         &mut self.daemon
+    }
+}
+
+/// Where dockerd looks for the CA certificates of registries.
+const CERTS_D: &str = "/etc/docker/certs.d";
+
+/// A registry's CA in dockerd's `certs.d`; removed on drop.
+pub struct TrustedCa {
+    dir: PathBuf,
+}
+
+impl Drop for TrustedCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -413,3 +413,84 @@ pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
         .ok();
     (cert, key)
 }
+
+/// A private certificate authority for TLS tests, made with `openssl`: its
+/// certificate is what clients are told to trust (docker's `certs.d`,
+/// skopeo's `--cert-dir`).
+pub struct TestCa {
+    cert: PathBuf,
+    key: PathBuf,
+    dir: PathBuf,
+}
+
+impl TestCa {
+    /// A P-256 CA valid for a day, written to `dir` (`ca.crt`, `ca.key`).
+    pub fn new(dir: &Path) -> TestCa {
+        let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        Command::new(require_tool("openssl", "openssl"))
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=e2e test CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .ok();
+        TestCa {
+            cert,
+            key,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The CA certificate (PEM).
+    pub fn cert(&self) -> &Path {
+        &self.cert
+    }
+
+    /// A server certificate for `ip` signed by this CA: writes
+    /// `server-IP.crt` and `server-IP.key` and returns their paths
+    /// (certificate, key).
+    pub fn issue(&self, ip: std::net::IpAddr) -> (PathBuf, PathBuf) {
+        let openssl = require_tool("openssl", "openssl");
+        let base = self.dir.join(format!("server-{ip}"));
+        let (cert, key, csr, ext) = (
+            base.with_extension("crt"),
+            base.with_extension("key"),
+            base.with_extension("csr"),
+            base.with_extension("ext"),
+        );
+        Command::new(&openssl)
+            .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-subj", &format!("/CN={ip}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr)
+            .ok();
+        crate::write(
+            &ext,
+            format!(
+                "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        );
+        Command::new(&openssl)
+            .args(["x509", "-req", "-days", "1", "-set_serial", "2"])
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&self.cert)
+            .arg("-CAkey")
+            .arg(&self.key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert)
+            .ok();
+        (cert, key)
+    }
+}

@@ -13,6 +13,8 @@
 //! - [`Skopeo`], [`Podman`]: client wrappers with their own auth files.
 //! - [`fixtures`]: images made without network, htpasswd files.
 //! - [`mount::Tmpfs`]: a small filesystem for full-disk tests.
+//! - [`proxy`]: a private non-loopback address and nginx in front of our
+//!   servers, for TLS with a private CA.
 
 pub mod api;
 pub mod authd;
@@ -23,6 +25,7 @@ pub mod dockerd;
 pub mod fixtures;
 pub mod mount;
 pub mod process;
+pub mod proxy;
 pub mod registry;
 
 pub use api::Api;

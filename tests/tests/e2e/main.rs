@@ -12,4 +12,5 @@ mod interop;
 mod podman;
 mod protocol;
 mod skopeo;
+mod tls_proxy;
 mod token_flow;

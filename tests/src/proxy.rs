@@ -1,0 +1,173 @@
+//! A registry host that is not loopback, and nginx in front of our servers.
+//!
+//! docker treats every registry on `127.0.0.0/8` as insecure: it skips
+//! certificate checks there and falls back to plain HTTP, so a TLS test on
+//! loopback proves nothing about the CA. [`PrivateNet`] makes the test its own
+//! small network instead: a network namespace holding one end of a veth
+//! pair, the other end in ours with an address from `10.213.0.0/16`. That
+//! address is local to this machine (traffic to it never leaves), and docker
+//! sees an ordinary secure registry there.
+//!
+//! [`Nginx`] runs Debian's nginx with a configuration of the test's own
+//! (`daemon off`, every path inside the test's directory).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::bins::require_tool;
+use crate::process::{CommandExt, Daemon};
+
+/// A network namespace joined to ours by a veth pair; our end's address is
+/// [`PrivateNet::host_ip`]. Removed on drop.
+pub struct PrivateNet {
+    ip: PathBuf,
+    namespace: String,
+    link: String,
+    host_ip: Ipv4Addr,
+}
+
+impl PrivateNet {
+    /// Creates the namespace and the pair (root only; installs iproute2 if
+    /// missing). The /30 subnet is picked from the process id, so that
+    /// concurrent test processes do not collide.
+    pub fn create() -> PrivateNet {
+        let ip = require_tool("ip", "iproute2");
+        let pid = std::process::id();
+        let namespace = format!("e2e-{pid}");
+        let link = format!("e2eh{}", pid % 10_000_000);
+        let peer = format!("e2en{}", pid % 10_000_000);
+        // 16,384 /30 subnets in 10.213.0.0/16.
+        let slot = pid % 16_384;
+        let (third, fourth) = ((slot / 64) as u8, ((slot % 64) * 4) as u8);
+        let host_ip = Ipv4Addr::new(10, 213, third, fourth + 1);
+        let peer_ip = Ipv4Addr::new(10, 213, third, fourth + 2);
+        // Leftovers of a killed earlier process with the same pid.
+        let _ = Command::new(&ip).args(["link", "del", &link]).output();
+        let _ = Command::new(&ip)
+            .args(["netns", "del", &namespace])
+            .output();
+        let net = PrivateNet {
+            ip,
+            namespace,
+            link,
+            host_ip,
+        };
+        let run = |args: &[&str]| {
+            Command::new(&net.ip).args(args).ok();
+        };
+        run(&["netns", "add", &net.namespace]);
+        run(&[
+            "link", "add", &net.link, "type", "veth", "peer", "name", &peer,
+        ]);
+        run(&["link", "set", &peer, "netns", &net.namespace]);
+        run(&["addr", "add", &format!("{host_ip}/30"), "dev", &net.link]);
+        run(&["link", "set", &net.link, "up"]);
+        let ns = ["netns", "exec", &net.namespace, "ip"];
+        let in_ns = |args: &[&str]| {
+            Command::new(&net.ip).args(ns).args(args).ok();
+        };
+        in_ns(&["addr", "add", &format!("{peer_ip}/30"), "dev", &peer]);
+        in_ns(&["link", "set", &peer, "up"]);
+        in_ns(&["link", "set", "lo", "up"]);
+        net
+    }
+
+    /// Our end's address: a local, non-loopback address.
+    pub fn host_ip(&self) -> Ipv4Addr {
+        self.host_ip
+    }
+}
+
+impl Drop for PrivateNet {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.ip)
+            .args(["link", "del", &self.link])
+            .output();
+        let _ = Command::new(&self.ip)
+            .args(["netns", "del", &self.namespace])
+            .output();
+    }
+}
+
+/// A running nginx (`nginx -p DIR -c nginx.conf`, `daemon off`), stopped on
+/// drop.
+pub struct Nginx {
+    daemon: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx with `http_block` (the contents of its `http { }`
+    /// block) and waits until `listen` accepts connections.
+    pub fn start(http_block: &str, listen: SocketAddr) -> Nginx {
+        let nginx = require_tool("nginx", "nginx");
+        let dir = crate::temp_dir("nginx");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("tmp")).expect("create nginx temp dir");
+        let conf = format!(
+            "daemon off;\n\
+             user root;\n\
+             worker_processes 1;\n\
+             pid {pid};\n\
+             error_log {log} info;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+               access_log {access};\n\
+               client_body_temp_path {tmp}/body;\n\
+               proxy_temp_path {tmp}/proxy;\n\
+               fastcgi_temp_path {tmp}/fastcgi;\n\
+               uwsgi_temp_path {tmp}/uwsgi;\n\
+               scgi_temp_path {tmp}/scgi;\n\
+             {http_block}\n\
+             }}\n",
+            pid = d.join("nginx.pid").display(),
+            log = d.join("error.log").display(),
+            access = d.join("access.log").display(),
+            tmp = d.join("tmp").display(),
+        );
+        crate::write(&d.join("nginx.conf"), conf);
+        // Refuse a bad configuration with nginx's own message.
+        Command::new(&nginx)
+            .arg("-t")
+            .arg("-p")
+            .arg(d)
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .ok();
+        let mut cmd = Command::new(&nginx);
+        cmd.arg("-p").arg(d).arg("-c").arg(d.join("nginx.conf"));
+        let mut daemon = Daemon::spawn("nginx", &cmd, &d.join("nginx.out"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
+            if !daemon.is_running() {
+                daemon.fail(&format!(
+                    "exited during startup:\n{}",
+                    std::fs::read_to_string(d.join("error.log")).unwrap_or_default()
+                ));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx does not accept connections on {listen} after 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { daemon, dir }
+    }
+
+    /// nginx's access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// The directory holding nginx's configuration and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The nginx master process.
+    pub fn daemon(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
+}
