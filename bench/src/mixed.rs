@@ -24,6 +24,7 @@ use crate::{Args, registry_builder, start_registry, sys};
 /// Hard bound on the requests of one worker, whatever the duration.
 const MAX_REQUESTS_PER_WORKER: u64 = 2_000_000;
 const USER: &str = "load";
+const MIB: f64 = 1_048_576.0;
 /// The account whose password the guesser tries: another account than the
 /// one the other workers use, since throttling is per (account, address).
 const VICTIM: &str = "victim";
@@ -88,19 +89,27 @@ impl Ctx {
     }
 
     /// A token for `scope` by password (GET, Basic) or refresh token (POST).
-    async fn token(&self, kind: &'static str, scope: &str, refresh: Option<&str>) -> Option<Value> {
+    /// `Login` also asks for a refresh token: only once per worker, since
+    /// authd keeps 100 refresh tokens per user and drops the oldest.
+    async fn token(&self, kind: &'static str, scope: &str, how: How<'_>) -> Option<Value> {
         let url = format!("{}/token", self.authd);
-        let req = match refresh {
-            None => self
+        let offline = if matches!(how, How::Login) {
+            "true"
+        } else {
+            "false"
+        };
+        let req = match how {
+            How::Login | How::Password => self
                 .http
                 .get(&url)
                 .basic_auth(USER, Some(&self.password))
                 .query(&[
                     ("service", "registry"),
                     ("scope", scope),
-                    ("offline_token", "true"),
+                    ("offline_token", offline),
+                    ("client_id", "mixed-load"),
                 ]),
-            Some(rt) => self.http.post(&url).form(&[
+            How::Refresh(rt) => self.http.post(&url).form(&[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", rt),
                 ("client_id", "mixed-load"),
@@ -112,6 +121,16 @@ impl Ctx {
     }
 }
 
+#[derive(Clone, Copy)]
+enum How<'a> {
+    /// Basic credentials, asking for a refresh token too.
+    Login,
+    /// Basic credentials.
+    Password,
+    /// A refresh token.
+    Refresh(&'a str),
+}
+
 fn token_of(v: Option<&Value>, key: &str) -> Option<String> {
     v.and_then(|v| v[key].as_str()).map(str::to_owned)
 }
@@ -120,7 +139,7 @@ fn token_of(v: Option<&Value>, key: &str) -> Option<String> {
 /// token renewed by refresh token every 50 pulls.
 async fn puller(ctx: Arc<Ctx>, image: SmallImage) {
     let scope = format!("repository:{REPO_PULL}:pull");
-    let first = ctx.token("pull", &scope, None).await;
+    let first = ctx.token("pull", &scope, How::Login).await;
     let Some(refresh) = token_of(first.as_ref(), "refresh_token") else {
         return;
     };
@@ -129,7 +148,9 @@ async fn puller(ctx: Arc<Ctx>, image: SmallImage) {
     while ctx.running(n) {
         if n % 50 == 49
             && let Some(t) = token_of(
-                ctx.token("pull", &scope, Some(&refresh)).await.as_ref(),
+                ctx.token("pull", &scope, How::Refresh(&refresh))
+                    .await
+                    .as_ref(),
                 "token",
             )
         {
@@ -164,7 +185,10 @@ async fn pusher(ctx: Arc<Ctx>, worker: u64) {
     let mut n = 0u64;
     while ctx.running(n) {
         if n.is_multiple_of(20) {
-            let Some(t) = token_of(ctx.token("push", &scope, None).await.as_ref(), "token") else {
+            let Some(t) = token_of(
+                ctx.token("push", &scope, How::Password).await.as_ref(),
+                "token",
+            ) else {
                 n += 1;
                 continue;
             };
@@ -187,14 +211,18 @@ async fn pusher(ctx: Arc<Ctx>, worker: u64) {
 /// Asks for tokens: Basic GETs and refresh-token POSTs, alternating.
 async fn token_client(ctx: Arc<Ctx>) {
     let scope = format!("repository:{REPO_PULL}:pull");
-    let first = ctx.token("token", &scope, None).await;
+    let first = ctx.token("token", &scope, How::Login).await;
     let Some(refresh) = token_of(first.as_ref(), "refresh_token") else {
         return;
     };
     let mut n = 0u64;
     while ctx.running(n) {
-        let rt = (n % 2 == 1).then_some(refresh.as_str());
-        ctx.token("token", &scope, rt).await;
+        let how = if n % 2 == 1 {
+            How::Refresh(&refresh)
+        } else {
+            How::Password
+        };
+        ctx.token("token", &scope, how).await;
         n += 1;
     }
 }
@@ -289,8 +317,11 @@ pub async fn run(args: &Args, secs: u64, run_dir: &std::path::Path) -> Result<()
     // The image the pullers fetch.
     let base = SmallImage::new(42, 256 << 10);
     let scope = format!("repository:{REPO_PULL}:pull,push");
-    let token = token_of(ctx.token("setup", &scope, None).await.as_ref(), "token")
-        .context("a push token for the base image")?;
+    let token = token_of(
+        ctx.token("setup", &scope, How::Password).await.as_ref(),
+        "token",
+    )
+    .context("a push token for the base image")?;
     base.push(
         &RegistryClient::new(reg.url())?.with_bearer(&token),
         REPO_PULL,
@@ -312,7 +343,7 @@ pub async fn run(args: &Args, secs: u64, run_dir: &std::path::Path) -> Result<()
     tasks.push(tokio::spawn(admin(ctx.clone())));
     tasks.push(tokio::spawn(guesser(ctx.clone())));
 
-    // RSS of both servers once a second.
+    // RSS of both servers (bytes) once a second.
     let pids = [("registry", reg.pid()), ("authd", authd.daemon().pid())];
     let mut samples: Vec<(f64, [u64; 2])> = Vec::new();
     while Instant::now() < ctx.deadline {
@@ -358,21 +389,21 @@ pub async fn run(args: &Args, secs: u64, run_dir: &std::path::Path) -> Result<()
         let at_warm = series.get(warm.saturating_sub(1)).copied().unwrap_or(0);
         let peak = series[warm..].iter().copied().max().unwrap_or(0);
         let last = series.last().copied().unwrap_or(0);
-        let limit = (at_warm as f64 * 1.25).max(at_warm as f64 + 16_384.0);
+        let limit = (at_warm as f64 * 1.25).max(at_warm as f64 + f64::from(16u32 << 20));
         let ok = (peak as f64) <= limit;
         println!(
             "RSS {name:<8}: after warm-up {:.1} MiB, peak after {:.1} MiB, end {:.1} MiB, limit {:.1} MiB: {}",
-            at_warm as f64 / 1024.0,
-            peak as f64 / 1024.0,
-            last as f64 / 1024.0,
-            limit / 1024.0,
+            at_warm as f64 / MIB,
+            peak as f64 / MIB,
+            last as f64 / MIB,
+            limit / MIB,
             if ok { "flat" } else { "GROWS" }
         );
         flat.push(ok);
         let trace: Vec<String> = series
             .iter()
             .step_by((series.len() / 12).max(1))
-            .map(|kb| format!("{:.0}", *kb as f64 / 1024.0))
+            .map(|b| format!("{:.0}", *b as f64 / MIB))
             .collect();
         println!("  RSS MiB over time: {}", trace.join(" "));
     }
