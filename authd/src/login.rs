@@ -11,6 +11,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -25,8 +26,45 @@ use crate::grants::is_valid_user_name;
 use crate::password::{self, HashFormat, Hasher, MAX_PASSWORD_LEN};
 use crate::throttle::Throttle;
 
+/// Counts of the password hashes computed (verifications and new hashes):
+/// how many ran, how many run now, and the most that ever ran at once.
+#[derive(Debug, Default)]
+pub struct HashStats {
+    done: AtomicU64,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl HashStats {
+    /// Hashes finished so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Hashes running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// The most hashes that ever ran at the same time.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f`, counted.
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let out = f();
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.done.fetch_add(1, Ordering::SeqCst);
+        out
+    }
+}
+
 pub struct Authenticator {
     hasher: Hasher,
+    stats: Arc<HashStats>,
     cache: Option<moka::sync::Cache<[u8; 32], [u8; 32]>>,
     mac_key: [u8; 32],
     throttle: Throttle,
@@ -34,6 +72,7 @@ pub struct Authenticator {
     /// known names take the same time.
     dummy_hash: String,
     permits: Arc<tokio::sync::Semaphore>,
+    max_parallel: usize,
     min_length: usize,
 }
 
@@ -65,13 +104,25 @@ impl Authenticator {
         let parallel = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Ok(Authenticator {
             hasher,
+            stats: Arc::default(),
             cache,
             mac_key,
             throttle: Throttle::new(&config.throttle),
             dummy_hash,
             permits: Arc::new(tokio::sync::Semaphore::new(parallel * 2)),
+            max_parallel: parallel * 2,
             min_length: config.password.min_length,
         })
+    }
+
+    /// Counts of the hashes computed so far.
+    pub fn hash_stats(&self) -> &HashStats {
+        &self.stats
+    }
+
+    /// How many hashes may run at once.
+    pub fn max_parallel_hashes(&self) -> usize {
+        self.max_parallel
     }
 
     fn cache_key(&self, name: &str, password: &str) -> [u8; 32] {
@@ -96,7 +147,8 @@ impl Authenticator {
             .acquire_owned()
             .await
             .map_err(Error::internal)?;
-        tokio::task::spawn_blocking(f)
+        let stats = self.stats.clone();
+        tokio::task::spawn_blocking(move || stats.run(f))
             .await
             .map_err(Error::internal)
     }
