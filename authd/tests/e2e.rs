@@ -439,6 +439,72 @@ fn admin_from_environment_and_graceful_sigterm() {
 }
 
 #[test]
+fn cli_import_never_overwrites_by_default_refuses_hostile_hashes_and_shows_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cli_ok(
+        d,
+        &["user", "add", "root", "--admin", "--password-stdin"],
+        "root-password\n",
+    );
+    let file = d.join("htpasswd");
+    let f = file.to_str().unwrap();
+    htpasswd(&file, "bob", "bob-pass", HtpasswdHash::Bcrypt);
+    htpasswd(&file, "root", "evil-pass", HtpasswdHash::Bcrypt);
+    let import = |args: &[&str]| {
+        let out = cli(d, &[&["import-htpasswd"], args].concat(), "");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = import(&[f]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 1, updated 0, unchanged 0, rejected 0, skipped 1"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("\"root\" skipped: an admin"), "{stderr}");
+    cli_ok(
+        d,
+        &["user", "passwd", "bob", "--password-stdin"],
+        "bob-new-password\n",
+    );
+    let (_, stdout, stderr) = import(&[f]);
+    assert!(stdout.contains("updated 0") && stdout.contains("skipped 2"), "{stdout}");
+    assert!(stderr.contains("\"bob\" skipped: exists"), "{stderr}");
+    let (_, stdout, _) = import(&["--overwrite", f]);
+    assert!(stdout.contains("updated 1") && stdout.contains("skipped 1"), "{stdout}");
+
+    // A hash that would abort authd at login is refused with its line.
+    let hostile = d.join("hostile");
+    std::fs::write(
+        &hostile,
+        format!(
+            "boom:$argon2id$v=19$m=4294967295,t=1,p=1$c29tZXNhbHQ${}\n",
+            "A".repeat(43)
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) = import(&[hostile.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains(":1:") && stderr.contains("cost"), "{stderr}");
+
+    let imports = json(&cli_ok(d, &["audit", "--action", "htpasswd", "--json"], ""));
+    let imports = imports.as_array().unwrap();
+    assert_eq!(imports.len(), 3, "{imports:?}");
+    assert!(imports[0]["detail"].as_str().unwrap().contains("overwrite"));
+    let out = cli_ok(d, &["audit", "--user", "bob", "--limit", "1"], "");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[1].contains("user.update") && lines[1].contains("cli"), "{out}");
+    let out = cli(d, &["audit", "--since", "yesterday"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+}
+
+#[test]
 fn cli_users_grants_and_passwords() {
     require_tool("curl", "curl");
     let dir = tempfile::tempdir().unwrap();
