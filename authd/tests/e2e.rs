@@ -472,10 +472,16 @@ fn cli_import_never_overwrites_by_default_refuses_hostile_hashes_and_shows_audit
         "bob-new-password\n",
     );
     let (_, stdout, stderr) = import(&[f]);
-    assert!(stdout.contains("updated 0") && stdout.contains("skipped 2"), "{stdout}");
+    assert!(
+        stdout.contains("updated 0") && stdout.contains("skipped 2"),
+        "{stdout}"
+    );
     assert!(stderr.contains("\"bob\" skipped: exists"), "{stderr}");
     let (_, stdout, _) = import(&["--overwrite", f]);
-    assert!(stdout.contains("updated 1") && stdout.contains("skipped 1"), "{stdout}");
+    assert!(
+        stdout.contains("updated 1") && stdout.contains("skipped 1"),
+        "{stdout}"
+    );
 
     // A hash that would abort authd at login is refused with its line.
     let hostile = d.join("hostile");
@@ -489,7 +495,10 @@ fn cli_import_never_overwrites_by_default_refuses_hostile_hashes_and_shows_audit
     .unwrap();
     let (ok, _, stderr) = import(&[hostile.to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains(":1:") && stderr.contains("cost"), "{stderr}");
+    assert!(
+        stderr.contains(":1:") && stderr.contains("cost"),
+        "{stderr}"
+    );
 
     let imports = json(&cli_ok(d, &["audit", "--action", "htpasswd", "--json"], ""));
     let imports = imports.as_array().unwrap();
@@ -498,7 +507,10 @@ fn cli_import_never_overwrites_by_default_refuses_hostile_hashes_and_shows_audit
     let out = cli_ok(d, &["audit", "--user", "bob", "--limit", "1"], "");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[1].contains("user.update") && lines[1].contains("cli"), "{out}");
+    assert!(
+        lines[1].contains("user.update") && lines[1].contains("cli"),
+        "{out}"
+    );
     let out = cli(d, &["audit", "--since", "yesterday"], "");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
