@@ -1,7 +1,7 @@
 //! The command line: `serve`, and the admin commands that work directly on
 //! the database and key directory the server uses (found through the same
 //! `--config` file and `AUTHD_*` variables): `user`, `grant`,
-//! `import-htpasswd` and `keys`.
+//! `import-htpasswd`, `audit` and `keys`.
 //!
 //! Passwords are read from stdin (`--password-stdin`) or prompted for on
 //! the terminal, never taken from the command line, where other users of
@@ -55,7 +55,13 @@ pub enum Command {
         /// Import the valid lines of a file that has invalid ones.
         #[arg(long)]
         skip_invalid: bool,
+        /// Replace the passwords of existing users (never of admins);
+        /// without it existing users are skipped and reported.
+        #[arg(long)]
+        overwrite: bool,
     },
+    /// Show the audit log, newest first.
+    Audit(AuditArgs),
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -118,6 +124,36 @@ pub enum GrantCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Entries about this user or made by them.
+    #[arg(long)]
+    user: Option<String>,
+    /// An action (user.create) or a family of them (login).
+    #[arg(long)]
+    action: Option<String>,
+    /// From this time on (RFC 3339, e.g. 2026-01-02T03:04:05Z).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Up to this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
+    /// Only entries older than this id (the next page).
+    #[arg(long)]
+    before: Option<i64>,
+    /// At most this many entries (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=crate::db::audit::MAX_LIMIT))]
+    limit: i64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    crate::util::parse_rfc3339(text)
+        .ok_or_else(|| "expected an RFC 3339 time such as 2026-01-02T03:04:05Z".to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,9 +220,18 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => crate::run(config).await,
         Command::User(cmd) => user(cmd, &config).await,
         Command::Grant(cmd) => grant(cmd, &config).await,
-        Command::ImportHtpasswd { file, skip_invalid } => {
-            import_htpasswd(&file, skip_invalid, &config).await
+        Command::ImportHtpasswd {
+            file,
+            skip_invalid,
+            overwrite,
+        } => {
+            let options = crate::htpasswd::Options {
+                skip_invalid,
+                overwrite,
+            };
+            import_htpasswd(&file, options, &config).await
         }
+        Command::Audit(args) => audit(args, &config).await,
         Command::Keys(cmd) => keys(&cmd, &config),
     }
 }
@@ -359,7 +404,45 @@ async fn grant(cmd: GrantCommand, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn import_htpasswd(file: &Path, skip_invalid: bool, config: &Config) -> anyhow::Result<()> {
+async fn audit(args: AuditArgs, config: &Config) -> anyhow::Result<()> {
+    let filter = crate::db::audit::Filter {
+        user: args.user,
+        action: args.action,
+        since: args.since,
+        until: args.until,
+        before: args.before,
+        limit: args.limit,
+    };
+    let db = open_db(config).await?;
+    let entries = crate::db::audit::query(&db, &filter).await;
+    db.close().await;
+    let entries = entries?;
+    if args.json {
+        return print_json(&entries);
+    }
+    println!(
+        "{:<8} {:<20} {:<24} {:<18} {:<24} DETAIL",
+        "ID", "AT", "ACTOR", "ACTION", "TARGET"
+    );
+    for e in entries {
+        println!(
+            "{:<8} {:<20} {:<24} {:<18} {:<24} {}",
+            e.id,
+            crate::util::rfc3339(e.at),
+            e.actor,
+            e.action,
+            e.target,
+            e.detail
+        );
+    }
+    Ok(())
+}
+
+async fn import_htpasswd(
+    file: &Path,
+    options: crate::htpasswd::Options,
+    config: &Config,
+) -> anyhow::Result<()> {
     let text = if file == Path::new("-") {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
@@ -369,19 +452,27 @@ async fn import_htpasswd(file: &Path, skip_invalid: bool, config: &Config) -> an
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?
     };
     let db = open_db(config).await?;
-    let result = crate::htpasswd::import(&db, &text, skip_invalid, ACTOR).await;
+    let result = crate::htpasswd::import(&db, &text, options, ACTOR).await;
     db.close().await;
     match result {
         Ok(report) => {
             for e in &report.errors {
                 eprintln!("{}:{}: skipped: {}", file.display(), e.line, e.message);
             }
+            for s in &report.counts.skipped {
+                let why = match s.reason {
+                    "admin" => "an admin, never changed by an import",
+                    _ => "exists (replace with --overwrite)",
+                };
+                eprintln!("user {:?} skipped: {why}", s.name);
+            }
             println!(
-                "imported {}, updated {}, unchanged {}, rejected {}",
+                "imported {}, updated {}, unchanged {}, rejected {}, skipped {}",
                 report.counts.imported,
                 report.counts.updated,
                 report.counts.unchanged,
-                report.rejected
+                report.rejected,
+                report.counts.skipped.len()
             );
             Ok(())
         }

@@ -38,6 +38,9 @@ pub enum Error {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A body of the wrong content type.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Throttled; the client may retry after this many seconds.
     #[error("too many failed attempts; retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
@@ -95,6 +98,7 @@ impl Error {
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +114,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
@@ -165,9 +170,10 @@ impl Error {
                 _ => "invalid_request",
             },
             Error::Unauthorized(_) | Error::Forbidden(_) | Error::NotFound(_) => "invalid_grant",
-            Error::Conflict { .. } | Error::PayloadTooLarge(_) | Error::MethodNotAllowed(_) => {
-                "invalid_request"
-            }
+            Error::Conflict { .. }
+            | Error::PayloadTooLarge(_)
+            | Error::UnsupportedMediaType(_)
+            | Error::MethodNotAllowed(_) => "invalid_request",
             Error::TooManyRequests { .. } | Error::Unavailable(_) => "temporarily_unavailable",
             Error::Internal(_) => "server_error",
         };

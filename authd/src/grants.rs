@@ -27,18 +27,17 @@ pub const MAX_USER_NAME_LEN: usize = 64;
 /// Longest scope list honoured in one token request.
 pub const MAX_SCOPES: usize = 64;
 
-/// User names: 1–64 of `A–Z a–z 0–9 . _ @ -`, not starting with `-` or `.`,
-/// and not one of the reserved subjects. Anything else (quotes, spaces,
-/// `:` which htpasswd cannot hold, unicode) is refused with a clear error
-/// instead of being stored.
+/// User names: 1–64 bytes forming one repository path component
+/// (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, lowercase), so that `${user}/*`
+/// names repositories for every user and `Admin` cannot shadow `admin`;
+/// and not one of the reserved subjects. Anything else (upper case, `@`,
+/// quotes, spaces, `:` which htpasswd cannot hold, unicode) is refused with
+/// a clear error instead of being stored.
 pub fn is_valid_user_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_USER_NAME_LEN
+    name.len() <= MAX_USER_NAME_LEN
         && name != ANONYMOUS
-        && !name.starts_with(['-', '.'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+        && !name.contains('/')
+        && token::name::is_valid_repository(name)
 }
 
 pub fn check_user_name(name: &str) -> Result<(), Error> {
@@ -48,8 +47,9 @@ pub fn check_user_name(name: &str) -> Result<(), Error> {
         Err(Error::bad_request(
             "invalid_name",
             format!(
-                "invalid user name {name:?}: use 1 to {MAX_USER_NAME_LEN} of A-Z a-z 0-9 . _ @ - \
-                 (not starting with - or .), and not \"{ANONYMOUS}\""
+                "invalid user name {name:?}: use 1 to {MAX_USER_NAME_LEN} of a-z 0-9 and the \
+                 separators . _ __ - between them (a repository path component), and not \
+                 \"{ANONYMOUS}\""
             ),
         ))
     }
@@ -552,7 +552,16 @@ mod tests {
 
     #[test]
     fn names_subjects_and_patterns() {
-        for ok in ["alice", "a", "ci-bot", "first.last@example.com", "A_B"] {
+        for ok in [
+            "alice",
+            "a",
+            "ci-bot",
+            "first.last",
+            "a_b",
+            "a__b",
+            "a--b",
+            "x9",
+        ] {
             assert!(is_valid_user_name(ok), "{ok}");
         }
         for bad in [
@@ -560,6 +569,13 @@ mod tests {
             "anonymous",
             "-x",
             ".x",
+            "x-",
+            "a..b",
+            "a___b",
+            "A_B",
+            "Alice",
+            "first.last@example.com",
+            "a/b",
             "a b",
             "a:b",
             "a'; DROP TABLE users;--",

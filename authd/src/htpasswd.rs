@@ -1,11 +1,13 @@
 //! htpasswd files: parsing with a message per bad line, and the import
 //! shared by `authd import-htpasswd` and `POST /api/v1/htpasswd`.
 //!
-//! Rules: one transaction; any bad line (unknown or malformed hash, invalid
-//! user name, duplicate user) makes the import refuse everything unless
-//! `skip_invalid` is set, in which case the good lines are imported and the
-//! bad ones reported. Hashes are taken as they are and upgraded to argon2id
-//! on each user's first good login.
+//! Rules: one transaction; any bad line (unknown or malformed hash, a hash
+//! whose cost is out of bounds, invalid user name, duplicate user) makes the
+//! import refuse everything unless `skip_invalid` is set, in which case the
+//! good lines are imported and the bad ones reported. Existing users are
+//! skipped and reported unless `overwrite` is set; admins always are.
+//! Hashes are taken as they are and upgraded to argon2id on each user's
+//! first good login.
 
 use serde::Serialize;
 
@@ -13,7 +15,7 @@ use crate::db::Db;
 use crate::db::users::{self, ImportCounts};
 use crate::error::Error;
 use crate::grants::is_valid_user_name;
-use crate::password::HashFormat;
+use crate::password::{HashError, HashFormat};
 
 /// One refused line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,12 +69,20 @@ pub fn parse(text: &str) -> Parsed {
             ));
             continue;
         }
-        if HashFormat::detect(hash).is_none() {
-            error(format!(
-                "user {name:?}: unsupported or malformed hash (accepted: bcrypt $2y$/$2a$/$2b$, \
-                 $apr1$, {{SHA}}, crypt, $1$, $5$, $6$, argon2); plaintext passwords are refused"
-            ));
-            continue;
+        match HashFormat::parse(hash) {
+            Ok(_) => {}
+            Err(HashError::Unsupported) => {
+                error(format!(
+                    "user {name:?}: unsupported or malformed hash (accepted: bcrypt \
+                     $2y$/$2a$/$2b$, $apr1$, {{SHA}}, crypt, $1$, $5$, $6$, argon2); plaintext \
+                     passwords are refused"
+                ));
+                continue;
+            }
+            Err(e @ HashError::Cost(_)) => {
+                error(format!("user {name:?}: {e}"));
+                continue;
+            }
         }
         if let Some(first) = seen.insert(name, number) {
             error(format!("user {name:?} is already on line {first}"));
@@ -83,9 +93,22 @@ pub fn parse(text: &str) -> Parsed {
     parsed
 }
 
+/// How to import.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options {
+    /// Import the good lines of a file with bad ones.
+    pub skip_invalid: bool,
+    /// Replace the password of existing non-admin users.
+    pub overwrite: bool,
+}
+
 /// Parses and imports `text`. With bad lines and without `skip_invalid`,
 /// nothing is imported and the error lists every bad line.
-pub async fn import(db: &Db, text: &str, skip_invalid: bool, actor: &str) -> Result<Report, Error> {
+pub async fn import(db: &Db, text: &str, options: Options, actor: &str) -> Result<Report, Error> {
+    let Options {
+        skip_invalid,
+        overwrite,
+    } = options;
     let parsed = parse(text);
     if !parsed.errors.is_empty() && !skip_invalid {
         let n = parsed.errors.len();
@@ -98,7 +121,7 @@ pub async fn import(db: &Db, text: &str, skip_invalid: bool, actor: &str) -> Res
             details: Some(serde_json::json!({ "lines": parsed.errors })),
         });
     }
-    let counts = users::import(db, &parsed.entries, actor).await?;
+    let counts = users::import(db, &parsed.entries, overwrite, actor).await?;
     Ok(Report {
         counts,
         rejected: parsed.errors.len(),

@@ -5,6 +5,12 @@
 //! are on import and replaced by argon2id on the user's first good login.
 //!
 //! Every comparison of a computed hash with a stored one is constant-time.
+//!
+//! The cost parameters a hash carries (argon2 `m`/`t`/`p`, the bcrypt cost,
+//! SHA-crypt `rounds`) are bounded ([`LIMITS`]): a hash is parsed, costs
+//! included, when it is imported and again before every verification, so a
+//! hostile entry can neither exhaust memory nor pin a thread for hours —
+//! it is refused at import and fails closed (logged) at login.
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -18,6 +24,49 @@ use crate::config::Argon2Config;
 /// Longest password accepted anywhere, in bytes: enough for any passphrase,
 /// small enough that hashing it costs nothing extra.
 pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Bounds of the cost parameters of a stored hash. They admit every
+/// real-world default (Apache htpasswd bcrypt 5, PHP/Django/Rails bcrypt
+/// 10–12, argon2 CLI `m=4096,t=3`, OWASP `m=19456,t=2` and `m=47104,t=1`,
+/// PHP `m=65536,t=4`, libsodium up to SENSITIVE `m=1048576,t=4`, glibc
+/// SHA-crypt 5000 rounds, passlib 656000) and refuse what would take more
+/// than about a gigabyte or a few seconds per check.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest argon2 memory, KiB (1 GiB).
+    pub argon2_max_m_kib: u32,
+    /// Largest argon2 iteration count.
+    pub argon2_max_t: u32,
+    /// Largest argon2 parallelism.
+    pub argon2_max_p: u32,
+    /// Largest argon2 `m × t` (KiB × passes): 1 GiB × 4.
+    pub argon2_max_work: u64,
+    /// bcrypt costs accepted (Apache's htpasswd makes 4 to 17; 15 and
+    /// more take seconds per check).
+    pub bcrypt_cost: std::ops::RangeInclusive<u32>,
+    /// Largest SHA-crypt `rounds=`.
+    pub sha_crypt_max_rounds: u64,
+}
+
+pub const LIMITS: Limits = Limits {
+    argon2_max_m_kib: 1024 * 1024,
+    argon2_max_t: 16,
+    argon2_max_p: 16,
+    argon2_max_work: 4 * 1024 * 1024,
+    bcrypt_cost: 4..=14,
+    sha_crypt_max_rounds: 1_000_000,
+};
+
+/// Why a stored hash is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// Not a format authd knows, or a known prefix with a broken shape.
+    #[error("unsupported or malformed hash")]
+    Unsupported,
+    /// A well-formed hash whose cost parameters are outside [`LIMITS`].
+    #[error("hash cost out of range: {0}")]
+    Cost(String),
+}
 
 /// The hash formats authd can verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,45 +87,67 @@ impl HashFormat {
     /// Recognises a stored hash, checking its whole shape, so that a
     /// malformed htpasswd entry is refused on import rather than at login.
     pub fn detect(hash: &str) -> Option<HashFormat> {
+        HashFormat::parse(hash).ok()
+    }
+
+    /// Recognises a stored hash and checks its cost parameters against
+    /// [`LIMITS`].
+    pub fn parse(hash: &str) -> Result<HashFormat, HashError> {
         if hash.starts_with("$argon2") {
             let parsed = PasswordHash::new(hash)
                 .ok()
-                .filter(|h| h.salt.is_some() && h.hash.is_some())?;
-            return match parsed.algorithm.as_str() {
-                "argon2id" => Some(HashFormat::Argon2id),
-                "argon2i" | "argon2d" => Some(HashFormat::Argon2Other),
-                _ => None,
+                .filter(|h| h.salt.is_some() && h.hash.is_some())
+                .ok_or(HashError::Unsupported)?;
+            let format = match parsed.algorithm.as_str() {
+                "argon2id" => HashFormat::Argon2id,
+                "argon2i" | "argon2d" => HashFormat::Argon2Other,
+                _ => return Err(HashError::Unsupported),
             };
+            let params = argon2::Params::try_from(&parsed).map_err(|_| HashError::Unsupported)?;
+            check_argon2_cost(params.m_cost(), params.t_cost(), params.p_cost())?;
+            return Ok(format);
         }
         if ["$2y$", "$2a$", "$2b$"].iter().any(|p| hash.starts_with(p)) {
-            return hash
+            let parts = hash
                 .parse::<bcrypt::HashParts>()
-                .ok()
-                .map(|_| HashFormat::Bcrypt);
+                .map_err(|_| HashError::Unsupported)?;
+            let cost = parts.get_cost();
+            if !LIMITS.bcrypt_cost.contains(&cost) {
+                return Err(HashError::Cost(format!(
+                    "bcrypt cost {cost} (accepted: {} to {})",
+                    LIMITS.bcrypt_cost.start(),
+                    LIMITS.bcrypt_cost.end()
+                )));
+            }
+            return Ok(HashFormat::Bcrypt);
         }
+        let shaped = |ok: bool, format| {
+            if ok {
+                Ok(format)
+            } else {
+                Err(HashError::Unsupported)
+            }
+        };
         if let Some(rest) = hash.strip_prefix("$apr1$") {
-            return md5_shape(rest).then_some(HashFormat::Apr1);
+            return shaped(md5_shape(rest), HashFormat::Apr1);
         }
         if let Some(rest) = hash.strip_prefix("$1$") {
-            return md5_shape(rest).then_some(HashFormat::Md5Crypt);
+            return shaped(md5_shape(rest), HashFormat::Md5Crypt);
         }
         if let Some(rest) = hash.strip_prefix("$5$") {
-            return sha_crypt_shape(rest, 43).then_some(HashFormat::Sha256Crypt);
+            return sha_crypt_shape(rest, 43).map(|()| HashFormat::Sha256Crypt);
         }
         if let Some(rest) = hash.strip_prefix("$6$") {
-            return sha_crypt_shape(rest, 86).then_some(HashFormat::Sha512Crypt);
+            return sha_crypt_shape(rest, 86).map(|()| HashFormat::Sha512Crypt);
         }
         if let Some(b64) = hash.strip_prefix("{SHA}") {
-            return B64
-                .decode(b64)
-                .ok()
-                .filter(|d| d.len() == 20)
-                .map(|_| HashFormat::Sha1);
+            let ok = B64.decode(b64).is_ok_and(|d| d.len() == 20);
+            return shaped(ok, HashFormat::Sha1);
         }
-        if hash.len() == 13 && hash.bytes().all(is_crypt64) {
-            return Some(HashFormat::DesCrypt);
-        }
-        None
+        shaped(
+            hash.len() == 13 && hash.bytes().all(is_crypt64),
+            HashFormat::DesCrypt,
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -117,16 +188,47 @@ fn md5_shape(rest: &str) -> bool {
     }
 }
 
-/// `[rounds=N$]salt$checksum` of SHA-crypt.
-fn sha_crypt_shape(rest: &str, sum_len: usize) -> bool {
+/// Refuses argon2 costs outside [`LIMITS`].
+fn check_argon2_cost(m: u32, t: u32, p: u32) -> Result<(), HashError> {
+    let work = u64::from(m) * u64::from(t);
+    if m > LIMITS.argon2_max_m_kib
+        || t > LIMITS.argon2_max_t
+        || p > LIMITS.argon2_max_p
+        || work > LIMITS.argon2_max_work
+    {
+        return Err(HashError::Cost(format!(
+            "argon2 m={m},t={t},p={p} (accepted: m up to {} KiB, t up to {}, p up to {}, \
+             m*t up to {})",
+            LIMITS.argon2_max_m_kib,
+            LIMITS.argon2_max_t,
+            LIMITS.argon2_max_p,
+            LIMITS.argon2_max_work
+        )));
+    }
+    Ok(())
+}
+
+/// `[rounds=N$]salt$checksum` of SHA-crypt, with N within [`LIMITS`].
+fn sha_crypt_shape(rest: &str, sum_len: usize) -> Result<(), HashError> {
     let rest = match rest.strip_prefix("rounds=") {
         Some(r) => match r.split_once('$') {
-            Some((n, r)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => r,
-            _ => return false,
+            Some((n, r)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                // Digits only, so a parse failure means "too many".
+                let rounds = n.parse::<u64>().unwrap_or(u64::MAX);
+                if rounds > LIMITS.sha_crypt_max_rounds {
+                    return Err(HashError::Cost(format!(
+                        "SHA-crypt rounds={} (accepted: up to {})",
+                        n.chars().take(20).collect::<String>(),
+                        LIMITS.sha_crypt_max_rounds
+                    )));
+                }
+                r
+            }
+            _ => return Err(HashError::Unsupported),
         },
         None => rest,
     };
-    match rest.split_once('$') {
+    let ok = match rest.split_once('$') {
         Some((salt, sum)) => {
             salt.len() <= 16
                 && salt.bytes().all(is_crypt64)
@@ -134,14 +236,26 @@ fn sha_crypt_shape(rest: &str, sum_len: usize) -> bool {
                 && sum.bytes().all(is_crypt64)
         }
         None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(HashError::Unsupported)
     }
 }
 
 /// Whether `password` matches the stored `hash`. Unknown or malformed
-/// hashes never match.
+/// hashes never match, and neither do hashes whose cost is out of bounds
+/// (logged: such a hash can only come from a database written by hand or
+/// by an older authd, and its user cannot log in until it is replaced).
 pub fn verify(password: &[u8], hash: &str) -> bool {
-    let Some(format) = HashFormat::detect(hash) else {
-        return false;
+    let format = match HashFormat::parse(hash) {
+        Ok(f) => f,
+        Err(HashError::Unsupported) => return false,
+        Err(e @ HashError::Cost(_)) => {
+            tracing::error!(error = %e, "stored password hash refused; set a new password");
+            return false;
+        }
     };
     match format {
         HashFormat::Argon2id | HashFormat::Argon2Other => PasswordHash::new(hash).is_ok_and(|h| {
@@ -265,8 +379,11 @@ impl std::fmt::Debug for Hasher {
 }
 
 impl Hasher {
-    pub fn new(cfg: Argon2Config) -> Result<Hasher, argon2::Error> {
-        let params = argon2::Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)?;
+    /// Refuses costs that [`verify`] would refuse (see [`LIMITS`]).
+    pub fn new(cfg: Argon2Config) -> Result<Hasher, anyhow::Error> {
+        check_argon2_cost(cfg.memory_kib, cfg.iterations, cfg.parallelism)?;
+        let params = argon2::Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Hasher {
             argon2: argon2::Argon2::new(
                 argon2::Algorithm::Argon2id,
@@ -429,6 +546,59 @@ mod tests {
             assert_eq!(HashFormat::detect(bad), None, "{bad:?}");
             assert!(!verify(bad.as_bytes(), bad));
         }
+    }
+
+    #[test]
+    fn hostile_costs_are_refused_and_fail_fast() {
+        let good = cheap().hash(b"pw").unwrap();
+        let argon2 = |params: &str| good.replace("m=64,t=1,p=1", params);
+        let sum86 = "a".repeat(86);
+        let hostile = [
+            argon2("m=4294967295,t=1,p=1"),
+            argon2("m=2097152,t=1,p=1"),
+            argon2("m=65536,t=17,p=1"),
+            argon2("m=1048576,t=5,p=1"),
+            argon2("m=1024,t=1,p=17"),
+            BCRYPT.replacen("$05$", "$15$", 1),
+            BCRYPT.replacen("$05$", "$31$", 1),
+            format!("$6$rounds=1000001$salt${sum86}"),
+            format!("$6$rounds=99999999999999999999999$salt${sum86}"),
+        ];
+        for hash in hostile {
+            assert!(
+                matches!(HashFormat::parse(&hash), Err(HashError::Cost(_))),
+                "{hash}"
+            );
+            assert_eq!(HashFormat::detect(&hash), None);
+            let started = std::time::Instant::now();
+            assert!(!verify(b"pw", &hash));
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        // Real-world defaults are admitted (parsed only: some are slow).
+        for hash in [
+            argon2("m=4096,t=3,p=1"),
+            argon2("m=19456,t=2,p=1"),
+            argon2("m=47104,t=1,p=1"),
+            argon2("m=65536,t=4,p=1"),
+            argon2("m=1048576,t=4,p=1"),
+            argon2("m=262144,t=3,p=4"),
+            BCRYPT.replacen("$05$", "$04$", 1),
+            BCRYPT.replacen("$05$", "$12$", 1),
+            BCRYPT.replacen("$05$", "$14$", 1),
+            format!("$6$rounds=656000$salt${sum86}"),
+            format!("$5$rounds=535000$salt${}", "a".repeat(43)),
+        ] {
+            assert!(HashFormat::parse(&hash).is_ok(), "{hash}");
+        }
+        // authd's own argon2 setting must be verifiable.
+        assert!(
+            Hasher::new(Argon2Config {
+                memory_kib: 2 * 1024 * 1024,
+                iterations: 1,
+                parallelism: 1,
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -51,6 +51,20 @@ impl AppState {
         if created {
             tracing::info!(user = %config.admin.user, "created the first admin user");
         }
+        let outside_rule: Vec<String> = users::list(&db)
+            .await?
+            .into_iter()
+            .map(|u| u.name)
+            .filter(|n| !crate::grants::is_valid_user_name(n))
+            .collect();
+        if !outside_rule.is_empty() {
+            tracing::warn!(
+                users = ?outside_rule,
+                "user names that are not lowercase repository path components: they still \
+                 log in, but no ${{user}} grant matches a repository of theirs; recreate them \
+                 under a valid name"
+            );
+        }
         let app = App {
             config,
             db,

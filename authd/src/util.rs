@@ -1,5 +1,5 @@
 //! Small helpers shared by several modules: the clock in Unix seconds,
-//! RFC 3339 formatting, and files only the owner may read.
+//! RFC 3339 formatting and parsing, and files only the owner may read.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
@@ -20,6 +20,14 @@ pub fn rfc3339(unix: i64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
+}
+
+/// The Unix time of an RFC 3339 time (`2026-01-02T03:04:05Z`,
+/// `2026-01-02T04:04:05+01:00`).
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .map(OffsetDateTime::unix_timestamp)
 }
 
 /// Creates `dir` (and its parents) with mode 0700 when missing.

@@ -214,13 +214,21 @@ fn htpasswd_import_then_tokens_with_curl_get_and_post() {
 
     // A second file through the API.
     let file2 = d.join("htpasswd2");
-    let f2 = file2.to_str().unwrap();
     htpasswd(&file2, "api-user", "api-pass", HtpasswdHash::Bcrypt);
+    let request = d.join("import.json");
+    let text = std::fs::read_to_string(&file2).unwrap();
+    std::fs::write(
+        &request,
+        serde_json::json!({ "htpasswd": text }).to_string(),
+    )
+    .unwrap();
     let (status, body) = curl(&[
         "-u",
         &format!("admin:{admin_pw}"),
+        "-H",
+        "Content-Type: application/json",
         "--data-binary",
-        &format!("@{f2}"),
+        &format!("@{}", request.display()),
         &format!("{}/api/v1/htpasswd", server.url),
     ]);
     assert_eq!(status, 200, "{body}");
@@ -301,13 +309,21 @@ fn htpasswd_import_then_tokens_with_curl_get_and_post() {
         assert_eq!(json(&body)["errors"][0]["code"], "UNAUTHORIZED");
     }
 
-    // Every legacy hash was upgraded on login; re-importing changes nothing.
+    // Every legacy hash was upgraded on login (and is gone); re-importing
+    // changes nothing: the users exist.
     let list = json(&cli_ok(d, &["user", "list", "--json"], ""));
     for u in list.as_array().unwrap() {
         assert_eq!(u["password_format"], "argon2id", "{u}");
     }
-    let out = cli_ok(d, &["import-htpasswd", f], "");
-    assert!(out.contains("unchanged 3"), "{out}");
+    let out = cli(d, &["import-htpasswd", f], "");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("imported 0, updated 0, unchanged 0, rejected 0, skipped 3"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"sha-user\" skipped: exists"), "{stderr}");
 
     // A file with a bad line: every bad line reported, nothing imported.
     let bad = d.join("bad");
@@ -420,6 +436,84 @@ fn admin_from_environment_and_graceful_sigterm() {
     };
     assert!(status.success(), "exit status {status}");
     assert!(server.stderr().contains("shutting down"));
+}
+
+#[test]
+fn cli_import_never_overwrites_by_default_refuses_hostile_hashes_and_shows_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cli_ok(
+        d,
+        &["user", "add", "root", "--admin", "--password-stdin"],
+        "root-password\n",
+    );
+    let file = d.join("htpasswd");
+    let f = file.to_str().unwrap();
+    htpasswd(&file, "bob", "bob-pass", HtpasswdHash::Bcrypt);
+    htpasswd(&file, "root", "evil-pass", HtpasswdHash::Bcrypt);
+    let import = |args: &[&str]| {
+        let out = cli(d, &[&["import-htpasswd"], args].concat(), "");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = import(&[f]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 1, updated 0, unchanged 0, rejected 0, skipped 1"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("\"root\" skipped: an admin"), "{stderr}");
+    cli_ok(
+        d,
+        &["user", "passwd", "bob", "--password-stdin"],
+        "bob-new-password\n",
+    );
+    let (_, stdout, stderr) = import(&[f]);
+    assert!(
+        stdout.contains("updated 0") && stdout.contains("skipped 2"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("\"bob\" skipped: exists"), "{stderr}");
+    let (_, stdout, _) = import(&["--overwrite", f]);
+    assert!(
+        stdout.contains("updated 1") && stdout.contains("skipped 1"),
+        "{stdout}"
+    );
+
+    // A hash that would abort authd at login is refused with its line.
+    let hostile = d.join("hostile");
+    std::fs::write(
+        &hostile,
+        format!(
+            "boom:$argon2id$v=19$m=4294967295,t=1,p=1$c29tZXNhbHQ${}\n",
+            "A".repeat(43)
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) = import(&[hostile.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(":1:") && stderr.contains("cost"),
+        "{stderr}"
+    );
+
+    let imports = json(&cli_ok(d, &["audit", "--action", "htpasswd", "--json"], ""));
+    let imports = imports.as_array().unwrap();
+    assert_eq!(imports.len(), 3, "{imports:?}");
+    assert!(imports[0]["detail"].as_str().unwrap().contains("overwrite"));
+    let out = cli_ok(d, &["audit", "--user", "bob", "--limit", "1"], "");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[1].contains("user.update") && lines[1].contains("cli"),
+        "{out}"
+    );
+    let out = cli(d, &["audit", "--since", "yesterday"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
 }
 
 #[test]

@@ -59,12 +59,21 @@ pub struct Changes {
     pub disabled: Option<bool>,
 }
 
-/// Counts of an htpasswd import.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Counts of an htpasswd import, and the users it left alone.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct ImportCounts {
     pub imported: u64,
     pub updated: u64,
     pub unchanged: u64,
+    pub skipped: Vec<Skipped>,
+}
+
+/// An existing user an import did not change although its line differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub name: String,
+    /// `exists` (no overwrite asked for) or `admin` (never overwritten).
+    pub reason: &'static str,
 }
 
 macro_rules! select_users {
@@ -279,16 +288,20 @@ pub async fn update(db: &Db, name: &str, changes: &Changes, actor: &str) -> Resu
     Ok(user)
 }
 
-/// Replaces a legacy hash after a good login. Compare-and-set: if the hash
-/// changed meanwhile (a password change), nothing happens. Not a password
-/// change: refresh tokens stay valid.
+/// Replaces a legacy hash after a good login, and drops every copy of it
+/// (`imported_hash`). Compare-and-set: if the hash changed meanwhile (a
+/// password change), nothing happens. Not a password change: refresh tokens
+/// stay valid.
 pub async fn upgrade_hash(db: &Db, id: i64, old: &str, new: &str) -> Result<bool, Error> {
-    let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?")
-        .bind(new)
-        .bind(id)
-        .bind(old)
-        .execute(&db.write)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE users SET password_hash = ?, imported_hash = NULL \
+         WHERE id = ? AND password_hash = ?",
+    )
+    .bind(new)
+    .bind(id)
+    .bind(old)
+    .execute(&db.write)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -314,24 +327,39 @@ pub async fn delete(db: &Db, name: &str, actor: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Imports (name, hash) pairs in one transaction. New names are created;
-/// for existing users a hash equal to the one last imported (or the current
-/// one) is left alone, and a different one replaces the password.
+/// Imports (name, hash) pairs in one transaction. New names are created.
+/// An existing user whose current hash is the line's is unchanged; any
+/// other existing user is skipped and reported, unless `overwrite` is set,
+/// which replaces the password — of non-admins only: an admin is never
+/// changed by an import.
 pub async fn import(
     db: &Db,
     entries: &[(String, String)],
+    overwrite: bool,
     actor: &str,
 ) -> Result<ImportCounts, Error> {
     let mut counts = ImportCounts::default();
     let mut tx = db.begin_write().await?;
     let t = now();
     for (name, hash) in entries {
-        let existing: Option<(i64, String, Option<String>)> =
-            sqlx::query_as("SELECT id, password_hash, imported_hash FROM users WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing: Option<(i64, String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT id, password_hash, imported_hash, is_admin FROM users WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let skip = |reason| Skipped {
+            name: name.clone(),
+            reason,
+        };
         match existing {
+            Some((.., true)) => counts.skipped.push(skip("admin")),
+            Some((_, current, imported, false))
+                if imported.as_deref() == Some(hash.as_str()) || current == *hash =>
+            {
+                counts.unchanged += 1;
+            }
+            Some(_) if !overwrite => counts.skipped.push(skip("exists")),
             None => {
                 sqlx::query(
                     "INSERT INTO users (name, password_hash, imported_hash, is_admin, disabled, \
@@ -347,12 +375,7 @@ pub async fn import(
                 .await?;
                 counts.imported += 1;
             }
-            Some((_, current, imported))
-                if imported.as_deref() == Some(hash.as_str()) || current == *hash =>
-            {
-                counts.unchanged += 1;
-            }
-            Some((id, _, _)) => {
+            Some((id, ..)) => {
                 sqlx::query(
                     "UPDATE users SET password_hash = ?, imported_hash = ?, \
                      password_changed_at = ?, updated_at = ? WHERE id = ?",
@@ -378,8 +401,12 @@ pub async fn import(
         "htpasswd.import",
         "",
         &format!(
-            "imported={} updated={} unchanged={}",
-            counts.imported, counts.updated, counts.unchanged
+            "imported={} updated={} unchanged={} skipped={}{}",
+            counts.imported,
+            counts.updated,
+            counts.unchanged,
+            counts.skipped.len(),
+            if overwrite { " overwrite" } else { "" }
         ),
     )
     .await?;

@@ -5,16 +5,14 @@
 //! `authd:admin:*`.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiJson, ClientAddr, Credentials, Params, body_error};
+use super::{ApiJson, ClientAddr, Credentials, Params};
 use crate::db::users::{self, Changes, UserView};
 use crate::db::{audit, grants as grant_db, refresh_tokens};
 use crate::error::Error;
@@ -290,34 +288,82 @@ pub async fn delete_grant(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The body is the htpasswd file itself; `?skip_invalid=true` imports the
-/// good lines of a file with bad ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HtpasswdImport {
+    /// The file's text.
+    htpasswd: String,
+    #[serde(default)]
+    skip_invalid: bool,
+    #[serde(default)]
+    overwrite: bool,
+}
+
+/// `{"htpasswd": "<the file>", "skip_invalid"?, "overwrite"?}`.
 pub async fn import_htpasswd(
     admin: Admin,
     State(state): State<AppState>,
-    params: Params,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(body): ApiJson<HtpasswdImport>,
 ) -> Result<Json<htpasswd::Report>, Error> {
-    let body = body.map_err(|r| body_error(&r))?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| Error::bad_request("invalid_htpasswd", "the htpasswd file is not UTF-8"))?;
-    let report =
-        htpasswd::import(&state.db, text, params.flag("skip_invalid"), &admin.actor).await?;
+    let options = htpasswd::Options {
+        skip_invalid: body.skip_invalid,
+        overwrite: body.overwrite,
+    };
+    let report = htpasswd::import(&state.db, &body.htpasswd, options, &admin.actor).await?;
     Ok(Json(report))
 }
 
+/// Reads the audit filter of a query string: `user`, `action`, `since` and
+/// `until` (RFC 3339), `limit` (1 to 1000, default 100) and `before` (an
+/// entry id: the page after it).
+pub fn audit_filter(params: &Params) -> Result<audit::Filter, Error> {
+    let time = |key: &str| -> Result<Option<i64>, Error> {
+        params
+            .first(key)
+            .map(|v| {
+                crate::util::parse_rfc3339(v).ok_or_else(|| {
+                    Error::invalid_request(format!(
+                        "{key} must be an RFC 3339 time such as 2026-01-02T03:04:05Z"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let number = |key: &str, range: std::ops::RangeInclusive<i64>| -> Result<Option<i64>, Error> {
+        params
+            .first(key)
+            .map(|v| {
+                v.parse::<i64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| {
+                        Error::invalid_request(format!(
+                            "{key} must be a number from {} to {}",
+                            range.start(),
+                            range.end()
+                        ))
+                    })
+            })
+            .transpose()
+    };
+    Ok(audit::Filter {
+        user: params.first("user").map(str::to_owned),
+        action: params.first("action").map(str::to_owned),
+        since: time("since")?,
+        until: time("until")?,
+        before: number("before", 1..=i64::MAX)?,
+        limit: number("limit", 1..=audit::MAX_LIMIT)?.unwrap_or(100),
+    })
+}
+
+/// Newest first; the next page is `before=<the last id>`.
 pub async fn audit(
     _: Admin,
     State(state): State<AppState>,
     params: Params,
 ) -> Result<Json<Value>, Error> {
-    let limit = match params.first("limit") {
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| Error::invalid_request("limit must be 1 to 1000"))?,
-        None => 100,
-    };
-    Ok(Json(json!(audit::list(&state.db, limit).await?)))
+    let filter = audit_filter(&params)?;
+    // Read your writes: logins queued before this request are included.
+    state.auth.audit(&state.db).flush().await;
+    Ok(Json(json!(audit::query(&state.db, &filter).await?)))
 }

@@ -46,7 +46,10 @@ pub fn router(state: AppState) -> Router {
             "/htpasswd",
             post(admin::import_htpasswd).layer(DefaultBodyLimit::max(HTPASSWD_LIMIT)),
         )
-        .route("/audit", get(admin::audit));
+        .route("/audit", get(admin::audit))
+        // No Basic challenge from the admin API: a browser would remember
+        // the credentials and send them with cross-site requests.
+        .layer(axum::middleware::map_response(no_basic_challenge));
     Router::new()
         .route(::token::TOKEN_PATH, get(token::get).post(token::post))
         .route(::token::JWKS_PATH, get(jwks::jwks))
@@ -57,6 +60,11 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+async fn no_basic_challenge(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().remove(header::WWW_AUTHENTICATE);
+    response
 }
 
 async fn not_found(req: Request) -> Error {
@@ -72,7 +80,11 @@ async fn method_not_allowed(req: Request) -> Error {
 }
 
 /// The client's address: the socket peer, or — when the peer is a trusted
-/// proxy — the nearest untrusted address in `X-Forwarded-For`.
+/// proxy — the nearest untrusted address in `X-Forwarded-For`, read from
+/// the right. An entry may carry a port (`1.2.3.4:5678`, `[::1]:80`); an
+/// entry that is no address at all ends the chain the proxies vouch for,
+/// and the last address read (a trusted proxy, or the peer) is the client:
+/// whatever precedes it was written by the client.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -93,23 +105,44 @@ impl FromRequestParts<AppState> for ClientAddr {
         if !trusted.contains(&peer) {
             return Ok(ClientAddr(peer));
         }
-        let forwarded = parts
+        let entries = parts
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .map(|ip| ip.to_canonical())
+            .map(|v| v.to_str().ok())
             .collect::<Vec<_>>();
-        let client = forwarded
-            .iter()
-            .rev()
-            .find(|ip| !trusted.contains(ip))
-            .copied()
-            .unwrap_or(peer);
-        Ok(ClientAddr(client))
+        Ok(ClientAddr(forwarded_client(peer, &entries, trusted)))
     }
+}
+
+/// The client behind trusted proxies: `headers` are the values of the
+/// `X-Forwarded-For` lines in order (`None`: not text).
+fn forwarded_client(peer: IpAddr, headers: &[Option<&str>], trusted: &[IpAddr]) -> IpAddr {
+    let mut client = peer;
+    for header in headers.iter().rev() {
+        let Some(header) = header else {
+            return client;
+        };
+        for entry in header.rsplit(',') {
+            let Some(ip) = parse_forwarded(entry.trim()) else {
+                return client;
+            };
+            client = ip;
+            if !trusted.contains(&ip) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+/// An address of `X-Forwarded-For`, with or without a port.
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 /// What the `Authorization` header carries.
@@ -175,14 +208,31 @@ pub fn body_error(rejection: &BytesRejection) -> Error {
     }
 }
 
-/// A JSON body, with errors in authd's JSON shape. The content type is not
-/// checked: `curl -d` sends a form type for JSON text.
+/// Whether `headers` declare a JSON body: `application/json`, with any
+/// parameters (`; charset=utf-8`).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A JSON body, with errors in authd's JSON shape. The content type must be
+/// `application/json` (else 415): a browser sends no such cross-site request
+/// without a CORS preflight, which authd never answers, so a page cannot
+/// drive the admin API with credentials the browser holds.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        if !is_json(req.headers()) {
+            return Err(Error::UnsupportedMediaType(
+                "the admin API takes Content-Type: application/json".into(),
+            ));
+        }
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|r| body_error(&r))?;
@@ -279,6 +329,27 @@ mod tests {
             Credentials::from_headers(&HeaderMap::new()),
             Ok(Credentials::None)
         ));
+    }
+
+    #[test]
+    fn forwarded_for_from_the_right_until_an_untrusted_or_unparsable_entry() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxy = ip("10.9.9.9");
+        let trusted = [proxy, ip("10.8.8.8")];
+        let client = |headers: &[Option<&str>]| forwarded_client(proxy, headers, &trusted);
+        assert_eq!(client(&[]), proxy);
+        assert_eq!(client(&[Some("1.1.1.1")]), ip("1.1.1.1"));
+        assert_eq!(client(&[Some("6.6.6.6, 1.1.1.1")]), ip("1.1.1.1"));
+        assert_eq!(client(&[Some("6.6.6.6, 1.1.1.1, 10.8.8.8")]), ip("1.1.1.1"));
+        assert_eq!(client(&[Some("6.6.6.6"), Some("1.1.1.1")]), ip("1.1.1.1"));
+        assert_eq!(client(&[Some("6.6.6.6, 1.1.1.1:4444")]), ip("1.1.1.1"));
+        assert_eq!(client(&[Some("[2001:db8::1]:80")]), ip("2001:db8::1"));
+        assert_eq!(client(&[Some("::ffff:1.1.1.1")]), ip("1.1.1.1"));
+        assert_eq!(client(&[Some("6.6.6.6, bogus")]), proxy);
+        assert_eq!(client(&[Some("6.6.6.6, bogus, 10.8.8.8")]), ip("10.8.8.8"));
+        assert_eq!(client(&[Some("6.6.6.6,")]), proxy);
+        assert_eq!(client(&[Some("6.6.6.6"), None]), proxy);
+        assert_eq!(client(&[Some("10.8.8.8")]), ip("10.8.8.8"));
     }
 
     #[test]

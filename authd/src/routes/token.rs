@@ -157,6 +157,43 @@ async fn handle_post(
     }
 }
 
+/// Records what a token request asked for and got (batched: no write on
+/// the request's path).
+fn audit_grant(
+    state: &AppState,
+    subject: &str,
+    asked: &[Scope],
+    access: &[token::ResourceActions],
+) {
+    let granted: Vec<String> = access
+        .iter()
+        .map(|ra| format!("{}:{}:{}", ra.resource_type, ra.name, ra.actions.join(",")))
+        .collect();
+    let refused: Vec<String> = asked
+        .iter()
+        .filter(|s| {
+            !access
+                .iter()
+                .any(|ra| ra.resource_type == s.resource_type && ra.name == s.name)
+        })
+        .map(|s| format!("{}:{}", s.resource_type, s.name))
+        .collect();
+    let action = if granted.is_empty() {
+        "token.refuse"
+    } else {
+        "token.issue"
+    };
+    let mut detail = format!("granted: {}", granted.join(" "));
+    if !refused.is_empty() {
+        detail.push_str("; refused: ");
+        detail.push_str(&refused.join(" "));
+    }
+    state
+        .auth
+        .audit(&state.db)
+        .record("token", action, subject, &detail);
+}
+
 /// Signs a token for `user` (anonymous when `None`) with the requested
 /// scopes it holds, and a refresh token when `refresh_for` names a client.
 async fn issue(
@@ -184,6 +221,14 @@ async fn issue(
             .await?;
         grants::authorize(principal, &grants, scopes)?
     };
+    if !scopes.is_empty() {
+        audit_grant(
+            state,
+            principal.name().unwrap_or(grants::ANONYMOUS),
+            scopes,
+            &access,
+        );
+    }
     let mut response = issuing::issue(state, principal.name().unwrap_or(""), access)?;
     if let (Some(client_id), Some(user)) = (refresh_for, user) {
         response.refresh_token = Some(issuing::create_refresh_token(state, user, client_id).await?);

@@ -68,6 +68,24 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c
 }
 
+/// Sends `req` to an app on `state` (for tasks that cannot borrow a
+/// `TestApp`), from 127.0.0.1 unless it already has a client address.
+pub async fn send(state: &AppState, mut req: Request<Body>) -> Resp {
+    if req.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    }
+    let response = authd::app(state.clone()).oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
@@ -90,20 +108,8 @@ impl TestApp {
     }
 
     /// Sends `req` from 127.0.0.1 unless it already has a client address.
-    pub async fn call(&self, mut req: Request<Body>) -> Resp {
-        if req.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
-            req.extensions_mut()
-                .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        }
-        let response = authd::app(self.state.clone()).oneshot(req).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+    pub async fn call(&self, req: Request<Body>) -> Resp {
+        send(&self.state, req).await
     }
 
     pub async fn get(&self, uri: &str, auth: Option<&str>) -> Resp {
