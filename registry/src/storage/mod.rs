@@ -9,6 +9,7 @@ pub mod fs;
 pub mod fsck;
 pub mod gc;
 pub mod paths;
+pub mod upload_limits;
 pub mod uploads;
 
 use std::path::Path;
