@@ -29,6 +29,8 @@ pub struct Config {
     pub upload_purging: Option<UploadPurging>,
     /// Periodic garbage collection inside `serve` (`storage.maintenance.gc`).
     pub gc_schedule: Option<GcSchedule>,
+    /// Caps on open upload sessions (`storage.maintenance.uploadlimits`).
+    pub upload_limits: UploadLimits,
     /// Where to listen; `None` host means every interface.
     pub addr: ListenAddr,
     pub tls: Option<TlsConfig>,
@@ -45,6 +47,35 @@ pub struct UploadPurging {
     pub age: Duration,
     pub interval: Duration,
     pub dry_run: bool,
+}
+
+/// How many upload sessions may be open at once, and how long one that never
+/// received data is kept (ours: `storage.maintenance.uploadlimits`). A cap
+/// of 0 means no cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Per repository.
+    pub per_repository: usize,
+    /// Per owner: the authenticated user (token subject or htpasswd user),
+    /// else the client's address (IPv6: its /64).
+    pub per_client: usize,
+    /// A session without data this old is purged (by the purging job, and
+    /// at once when a cap is reached).
+    pub empty_age: Duration,
+}
+
+impl Default for UploadLimits {
+    /// Generous for CI: 20 images of 10 layers pushed in parallel hold at
+    /// most 200 sessions (docker and podman upload a handful of layers per
+    /// image at a time); 500 per client leaves room for retries and
+    /// abandoned pushes.
+    fn default() -> UploadLimits {
+        UploadLimits {
+            per_repository: 1000,
+            per_client: 500,
+            empty_age: Duration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +207,17 @@ pub struct RawMaintenance {
     pub readonly: RawEnabled,
     /// Our extension: scheduled garbage collection inside `serve`.
     pub gc: Option<RawGc>,
+    /// Our extension: caps on open upload sessions.
+    pub uploadlimits: RawUploadLimits,
+}
+
+/// `storage.maintenance.uploadlimits`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawUploadLimits {
+    pub perrepository: Option<usize>,
+    pub perclient: Option<usize>,
+    pub emptyage: Option<String>,
 }
 
 /// distribution's `storage.maintenance.uploadpurging`.
@@ -453,6 +495,17 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
     } else {
         None
     };
+    let limits = &storage.maintenance.uploadlimits;
+    let defaults = UploadLimits::default();
+    let upload_limits = UploadLimits {
+        per_repository: limits.perrepository.unwrap_or(defaults.per_repository),
+        per_client: limits.perclient.unwrap_or(defaults.per_client),
+        empty_age: duration(
+            "storage.maintenance.uploadlimits.emptyage",
+            limits.emptyage.as_deref(),
+            defaults.empty_age,
+        )?,
+    };
     let gc_schedule = match storage.maintenance.gc {
         Some(gc) if gc.enabled => Some(GcSchedule {
             interval: duration(
@@ -550,6 +603,7 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         read_only: storage.maintenance.readonly.enabled,
         upload_purging,
         gc_schedule,
+        upload_limits,
         addr,
         tls,
         headers,
@@ -875,6 +929,26 @@ health:
                 env(&[])
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn upload_limits() {
+        let c = Config::from_yaml("", env(&[])).unwrap();
+        assert_eq!(c.upload_limits, UploadLimits::default());
+        let c = Config::from_yaml(
+            "storage:\n  maintenance:\n    uploadlimits:\n      perrepository: 10\n      emptyage: 5m\n",
+            env(&[("REGISTRY_STORAGE_MAINTENANCE_UPLOADLIMITS_PERCLIENT", "0")]),
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.upload_limits,
+            UploadLimits {
+                per_repository: 10,
+                per_client: 0,
+                empty_age: Duration::from_secs(300),
+            }
         );
     }
 

@@ -111,7 +111,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down; draining requests for up to {drain:?}");
         shutdown.graceful_shutdown(Some(drain));
     });
-    let service = app.into_make_service();
+    // The peer address identifies anonymous clients (upload session caps).
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Small responses must not wait for delayed ACKs (40 ms each).
     let nodelay = axum_server::accept::NoDelayAcceptor::new();
     match tls {
@@ -157,6 +158,7 @@ fn spawn_maintenance(state: &AppState) {
             GcOptions {
                 dry_run: p.dry_run,
                 upload_max_age: Some(p.age),
+                empty_upload_max_age: Some(state.config.upload_limits.empty_age),
                 uploads_only: true,
                 ..GcOptions::default()
             },
@@ -171,6 +173,11 @@ fn spawn_maintenance(state: &AppState) {
                 grace: g.grace,
                 delete_untagged: g.delete_untagged,
                 upload_max_age: state.config.upload_purging.as_ref().map(|p| p.age),
+                empty_upload_max_age: state
+                    .config
+                    .upload_purging
+                    .as_ref()
+                    .map(|_| state.config.upload_limits.empty_age),
                 uploads_only: false,
             },
         ));

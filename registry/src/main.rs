@@ -135,12 +135,13 @@ fn try_main() -> anyhow::Result<ExitCode> {
             delete_untagged,
             uploads_older_than,
         } => {
-            let (_, storage) = config.storage()?;
+            let (settings, storage) = config.storage()?;
             let opts = GcOptions {
                 dry_run,
                 grace,
                 delete_untagged,
                 upload_max_age: Some(uploads_older_than),
+                empty_upload_max_age: Some(settings.upload_limits.empty_age),
                 uploads_only: false,
             };
             let report = storage.gc(&opts)?;

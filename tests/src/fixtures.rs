@@ -79,6 +79,12 @@ fn tar_of(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     builder.into_inner().expect("finish the tar")
 }
 
+/// A gzip'd tar archive (in memory) of `(path, mode, contents)` files: a
+/// layer blob.
+pub fn tar_gz(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    gzip(&tar_of(files))
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
     enc.write_all(data).expect("gzip in memory");

@@ -206,7 +206,13 @@ pub fn verify(
         // as such by the validation, not as a deserialization error.
         match jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &validation) {
             Ok(data) => {
-                return serde_json::from_value(data.claims).map_err(|_| VerifyError::Malformed);
+                check_audience(&data.claims, &opts.audience)?;
+                let mut claims: Claims =
+                    serde_json::from_value(data.claims).map_err(|_| VerifyError::Malformed)?;
+                // An array was reduced to one of its elements when read;
+                // what was verified is that it names us.
+                claims.aud.clone_from(&opts.audience);
+                return Ok(claims);
             }
             Err(e) => {
                 last = match e.kind() {
@@ -231,6 +237,26 @@ pub fn verify(
         }
     }
     Err(last)
+}
+
+/// `aud` must be our service: a string equal to it, or an array of strings
+/// holding it (RFC 7519 §4.1.3). Checked here rather than left to the JWT
+/// library so the rule is ours: anything else — other types, an empty
+/// array, an array of other services — is refused.
+fn check_audience(claims: &serde_json::Value, service: &str) -> Result<(), VerifyError> {
+    let ok = match claims.get("aud") {
+        Some(serde_json::Value::String(s)) => s == service,
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().all(serde_json::Value::is_string)
+                && items.iter().any(|i| i.as_str() == Some(service))
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(VerifyError::WrongAudience)
+    }
 }
 
 #[cfg(test)]
@@ -400,6 +426,35 @@ mod tests {
             verify(&iss.sign(&iss.header(), &c), &keys, &opts()),
             Err(VerifyError::MissingClaim)
         );
+    }
+
+    #[test]
+    fn audience_array_must_hold_our_service_and_reads_as_it() {
+        let iss = Issuer::new();
+        let keys = trusting(&iss);
+        let with_aud = |aud: serde_json::Value| {
+            let mut c = claims();
+            c["aud"] = aud;
+            verify(&iss.sign(&iss.header(), &c), &keys, &opts())
+        };
+        for aud in [
+            serde_json::json!(["other", "registry"]),
+            serde_json::json!(["registry"]),
+        ] {
+            let c = with_aud(aud.clone()).unwrap_or_else(|e| panic!("{aud}: {e}"));
+            assert_eq!(c.aud, "registry", "{aud}");
+        }
+        for aud in [
+            serde_json::json!(["other"]),
+            serde_json::json!([]),
+            serde_json::json!("registry2"),
+            serde_json::json!(["registry", 7]),
+            serde_json::json!({"registry": true}),
+            serde_json::json!(7),
+            serde_json::Value::Null,
+        ] {
+            assert!(with_aud(aud.clone()).is_err(), "{aud} must be refused");
+        }
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! know (key rotation), at most once per [`REFETCH_INTERVAL`].
 //!
 //! A token is verified once: the result is cached by the SHA-256 of the
-//! token until the token expires.
+//! token until the token expires, in at most [`CACHE_BYTES`] of memory.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 use token::{Access, TrustedKeys, VerifyError, VerifyOptions};
@@ -42,8 +42,100 @@ pub struct TokenAuth {
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     /// Whether the JWKS URL has answered at least once.
     fetched: std::sync::atomic::AtomicBool,
-    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    verified: VerifiedCache,
     http: reqwest::Client,
+}
+
+/// Verified tokens by the SHA-256 of the token.
+struct VerifiedCache(moka::sync::Cache<[u8; 32], Arc<Verified>>);
+
+impl VerifiedCache {
+    fn new() -> VerifiedCache {
+        VerifiedCache::with_max_bytes(CACHE_BYTES)
+    }
+
+    /// Bounded by memory, not by count: an anonymous token can carry many
+    /// scopes, and anyone may present one when an anonymous grant exists.
+    fn with_max_bytes(max_bytes: u64) -> VerifiedCache {
+        VerifiedCache(
+            moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_, v: &Arc<Verified>| heap_estimate(v))
+                .expire_after(UntilExpiry)
+                .build(),
+        )
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<Verified>> {
+        self.0.get(key)
+    }
+
+    fn insert(&self, key: [u8; 32], v: Arc<Verified>) {
+        // Accepted within the leeway but already expired: not worth keeping.
+        if !time_left(&v).is_zero() {
+            self.0.insert(key, v);
+        }
+    }
+
+    fn invalidate(&self, key: &[u8; 32]) {
+        self.0.invalidate(key);
+    }
+}
+
+/// How long a verified token may stay cached: until its `exp`, and
+/// [`CACHE_TTL`] at most.
+fn time_left(v: &Verified) -> Duration {
+    let exp = UNIX_EPOCH + Duration::from_secs(u64::try_from(v.expires).unwrap_or(0));
+    exp.duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+        .min(CACHE_TTL)
+}
+
+/// Per-entry expiry: each token leaves the cache when it expires.
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        v: &Arc<Verified>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(time_left(v))
+    }
+}
+
+/// Memory given to verified tokens.
+pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Heap bytes held by a cached token, estimated from its parts: the
+/// capacity of every string and vector, plus what the allocator adds to
+/// each allocation and the cache's own bookkeeping per entry.
+fn heap_estimate(v: &Verified) -> u32 {
+    /// Allocator header and rounding, per allocation.
+    const PER_ALLOCATION: usize = 16;
+    /// The key, the `Arc` and moka's entry, node and timer wheel slots.
+    const PER_ENTRY: usize = 256;
+    let string = |s: &String| s.capacity() + PER_ALLOCATION;
+    let access: usize = v
+        .access
+        .0
+        .iter()
+        .map(|ra| {
+            string(&ra.resource_type)
+                + string(&ra.name)
+                + ra.actions.capacity() * std::mem::size_of::<String>()
+                + PER_ALLOCATION
+                + ra.actions.iter().map(string).sum::<usize>()
+        })
+        .sum();
+    let total = PER_ENTRY
+        + std::mem::size_of::<Verified>()
+        + string(&v.subject)
+        + v.access.0.capacity() * std::mem::size_of::<token::ResourceActions>()
+        + PER_ALLOCATION
+        + access;
+    u32::try_from(total).unwrap_or(u32::MAX)
 }
 
 fn now() -> i64 {
@@ -87,10 +179,7 @@ impl TokenAuth {
             config,
             last_fetch: tokio::sync::Mutex::new(None),
             fetched: std::sync::atomic::AtomicBool::new(false),
-            verified: moka::sync::Cache::builder()
-                .time_to_live(CACHE_TTL)
-                .max_capacity(100_000)
-                .build(),
+            verified: VerifiedCache::new(),
             http,
         })
     }
@@ -191,5 +280,69 @@ impl TokenAuth {
         });
         self.verified.insert(key, v.clone());
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use token::ResourceActions;
+
+    fn verified(expires: i64, scopes: usize) -> Arc<Verified> {
+        let access = (0..scopes)
+            .map(|i| {
+                ResourceActions::new(
+                    "repository",
+                    &format!("some-team/some-fairly-long-repository-name-{i:04}"),
+                    &[token::Action::Pull, token::Action::Push],
+                )
+            })
+            .collect();
+        Arc::new(Verified {
+            subject: String::new(),
+            access: Access(access),
+            expires,
+        })
+    }
+
+    const TEST_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
+    #[test]
+    fn an_entry_is_gone_once_its_token_expires() {
+        let cache = VerifiedCache::with_max_bytes(TEST_CACHE_BYTES);
+        let soon = verified(now() + 1, 1);
+        let later = verified(now() + 600, 1);
+        cache.insert([1; 32], soon);
+        cache.insert([2; 32], later);
+        assert!(cache.get(&[1; 32]).is_some());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(cache.get(&[1; 32]).is_none(), "kept past its exp");
+        assert!(cache.get(&[2; 32]).is_some());
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_bytes() {
+        let cache = VerifiedCache::with_max_bytes(TEST_CACHE_BYTES);
+        // 3,000 anonymous tokens of 64 scopes each (the review's attack).
+        let one = verified(now() + 600, 64);
+        let each = heap_estimate(&one);
+        assert!(each > 10_000, "a 64-scope entry is estimated at {each} B");
+        for i in 0..3000u32 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            cache.insert(key, verified(now() + 600, 64));
+        }
+        cache.0.run_pending_tasks();
+        let held: u64 = cache
+            .0
+            .iter()
+            .map(|(_, v)| u64::from(heap_estimate(&v)))
+            .sum();
+        assert!(
+            held <= TEST_CACHE_BYTES,
+            "{} entries hold {held} B, over the {TEST_CACHE_BYTES} B cap",
+            cache.0.entry_count()
+        );
+        assert!(cache.0.entry_count() > 0, "the cache still caches");
     }
 }

@@ -179,5 +179,30 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 100), None);
         assert_eq!(parse_range("bytes=0-0", 0), None);
         assert_eq!(parse_range("bytes=-0", 100), None);
+        assert_eq!(
+            parse_range("bytes=0-18446744073709551615", 10),
+            Some((0, 9))
+        );
+        assert_eq!(parse_range("bytes=-18446744073709551615", 10), Some((0, 9)));
+        assert_eq!(parse_range("bytes=18446744073709551615-", 10), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn ranges_never_panic_and_stay_inside_the_blob(
+            header in "(bytes=|bytes |items=|)[0-9 ]{0,22}-?[0-9 ]{0,22}(,[0-9]{0,3}-[0-9]{0,3})?",
+            size: u64,
+        ) {
+            if let Some((start, end)) = parse_range(&header, size) {
+                proptest::prop_assert!(start <= end && end < size, "{header} on {size}");
+            }
+        }
+
+        #[test]
+        fn any_range_never_panics(header in "\\PC{0,40}", size: u64) {
+            let _ = parse_range(&header, size);
+        }
     }
 }

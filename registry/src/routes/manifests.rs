@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::auth::Granted;
@@ -13,6 +13,22 @@ use crate::oci::manifest::MAX_MANIFEST_SIZE;
 use crate::oci::{Digest, Manifest, Reference, RepoName};
 use crate::routes::{empty_response, headers as h};
 use crate::state::AppState;
+
+/// What a read or delete of a manifest hears when the URL's reference is
+/// not a valid tag: no such manifest can exist, so 404 `MANIFEST_UNKNOWN`,
+/// as distribution and zot answer and the OCI conformance suite expects.
+/// Only a `PUT` is told `TAG_INVALID`: there the client tries to create it.
+pub fn unparsable_reference(err: Error, method: &Method) -> Error {
+    let reads = matches!(*method, Method::GET | Method::HEAD | Method::DELETE);
+    if reads && err.code == ErrorCode::TagInvalid {
+        Error::new(
+            ErrorCode::ManifestUnknown,
+            format!("manifest unknown: {}", err.message),
+        )
+    } else {
+        err
+    }
+}
 
 pub async fn get(
     state: &AppState,

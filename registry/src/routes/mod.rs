@@ -98,7 +98,7 @@ async fn route(state: AppState, req: Request) -> Result<Response> {
     if method == Method::OPTIONS {
         return Ok(StatusCode::OK.into_response());
     }
-    let endpoint = path::parse(&rest)?;
+    let endpoint = path::parse(&rest).map_err(|e| manifests::unparsable_reference(e, &method))?;
     let caller = <Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(
         &mut parts, &state,
     )
@@ -174,7 +174,11 @@ async fn route(state: AppState, req: Request) -> Result<Response> {
             blobs::get(&state, &granted, &name, &digest, &headers, is_head).await
         }
         (E::UploadStart(name), _) => {
-            uploads::start(&state, &granted, &caller, &name, &query, &headers, body).await
+            let peer = uploads::peer(&parts.extensions);
+            uploads::start(
+                &state, &granted, &caller, peer, &name, &query, &headers, body,
+            )
+            .await
         }
         (E::Upload(name, id), Method::GET) => uploads::status(&state, &granted, &name, id).await,
         (E::Upload(name, id), Method::PATCH) => {

@@ -2,7 +2,10 @@
 //! upload, cross-repository mount), and `GET`/`PATCH`/`PUT`/`DELETE` on
 //! `/v2/<name>/blobs/uploads/<id>` (status, chunk, completion, cancel).
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::response::Response;
 use http::header::{CONTENT_LENGTH, LOCATION, RANGE};
 use http::{HeaderMap, StatusCode};
@@ -15,12 +18,33 @@ use crate::oci::{Digest, RepoName};
 use crate::routes::{empty_response, headers as h, query_param};
 use crate::state::AppState;
 use crate::storage::UploadState;
+use crate::storage::upload_limits::UploadOwner;
 use crate::storage::uploads::AppendError;
 
+/// The peer's address, when the server was started with it (not in
+/// in-process tests).
+pub fn peer(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip())
+}
+
+/// Whose session an upload counts as: the authenticated user, else the
+/// client's address (anonymous tokens included: they name nobody).
+fn owner(caller: &Caller, peer: Option<IpAddr>) -> UploadOwner {
+    match caller {
+        Caller::User(user) => UploadOwner::user(user),
+        Caller::Token(v) if !v.subject.is_empty() => UploadOwner::user(&v.subject),
+        _ => UploadOwner::address(peer),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     state: &AppState,
     _: &Granted,
     caller: &Caller,
+    peer: Option<IpAddr>,
     name: &RepoName,
     query: &str,
     req_headers: &HeaderMap,
@@ -37,8 +61,12 @@ pub async fn start(
     let digest = query_param(query, "digest")
         .map(|d| Digest::parse(&d))
         .transpose()?;
-    let n = name.clone();
-    let id = state.storage.run(move |s| s.create_upload(&n)).await?;
+    let (n, owner) = (name.clone(), owner(caller, peer));
+    let limits = state.config.upload_limits.clone();
+    let id = state
+        .storage
+        .run(move |s| s.create_upload(&n, &owner, &limits))
+        .await?;
     match digest {
         // Monolithic upload in one POST.
         Some(digest) => {
@@ -186,17 +214,17 @@ async fn append(
     };
     let mut expected = length;
     if let Some(range) = header("content-range") {
-        let (start, end) = parse_content_range(range).ok_or_else(|| {
-            Error::new(
+        let chunk = parse_content_range(range).map_err(|e| match e {
+            RangeError::Syntax => Error::new(
                 ErrorCode::BlobUploadInvalid,
                 format!("invalid Content-Range {range:?}"),
-            )
+            ),
+            RangeError::Impossible => range_not_satisfiable(name, id, upload.offset),
         })?;
-        if start != upload.offset {
+        if chunk.start != upload.offset {
             return Err(range_not_satisfiable(name, id, upload.offset));
         }
-        let span = end - start + 1;
-        if length.is_some_and(|l| l != span) {
+        if length.is_some_and(|l| l != chunk.len) {
             return Err(Error::new(
                 ErrorCode::SizeInvalid,
                 format!(
@@ -205,7 +233,7 @@ async fn append(
                 ),
             ));
         }
-        expected = Some(span);
+        expected = Some(chunk.len);
     }
     if expected == Some(0) {
         return Ok(());
@@ -235,16 +263,49 @@ async fn append(
     }
 }
 
-/// `<start>-<end>` (also with a `bytes ` prefix and `/size` suffix).
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+/// Where a chunk goes, from its `Content-Range`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChunkRange {
+    start: u64,
+    /// At least 1: the range is inclusive.
+    len: u64,
+}
+
+/// Why a `Content-Range` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeError {
+    /// Not `<start>-<end>`: a malformed request (400).
+    Syntax,
+    /// Well formed but no chunk can have it — the end before the start, or
+    /// a length past `u64::MAX` (416).
+    Impossible,
+}
+
+/// `<start>-<end>` (also with a `bytes ` prefix and `/size` suffix), both
+/// inclusive. The length is computed with checked arithmetic: `0-(2^64-1)`
+/// would otherwise wrap to an empty chunk.
+fn parse_content_range(v: &str) -> Result<ChunkRange, RangeError> {
     let v = v.trim();
     let v = v
         .strip_prefix("bytes")
         .map_or(v, |r| r.trim_start_matches([' ', '=']));
-    let v = v.split('/').next()?;
-    let (a, b) = v.split_once('-')?;
-    let (start, end) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (start <= end).then_some((start, end))
+    let v = v.split('/').next().ok_or(RangeError::Syntax)?;
+    let (a, b) = v.split_once('-').ok_or(RangeError::Syntax)?;
+    let number = |s: &str| {
+        let s = s.trim();
+        // u64::from_str accepts a leading `+`; a range never has one.
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(RangeError::Syntax);
+        }
+        // All digits, so the only failure left is a value past u64::MAX.
+        s.parse::<u64>().map_err(|_| RangeError::Impossible)
+    };
+    let (start, end) = (number(a)?, number(b)?);
+    let len = end
+        .checked_sub(start)
+        .and_then(|d| d.checked_add(1))
+        .ok_or(RangeError::Impossible)?;
+    Ok(ChunkRange { start, len })
 }
 
 fn range_value(offset: u64) -> String {
@@ -291,15 +352,48 @@ fn blob_created(name: &RepoName, digest: &Digest) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_content_range;
+    use super::{ChunkRange, RangeError, parse_content_range};
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
-        assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, 199)));
-        assert_eq!(parse_content_range("bytes=5-5"), Some((5, 5)));
-        assert_eq!(parse_content_range("9-0"), None);
-        assert_eq!(parse_content_range("x-y"), None);
-        assert_eq!(parse_content_range(""), None);
+        let ok = |start, len| Ok(ChunkRange { start, len });
+        assert_eq!(parse_content_range("0-99"), ok(0, 100));
+        assert_eq!(parse_content_range("bytes 100-199/1000"), ok(100, 100));
+        assert_eq!(parse_content_range("bytes=5-5"), ok(5, 1));
+        assert_eq!(parse_content_range("9-0"), Err(RangeError::Impossible));
+        assert_eq!(
+            parse_content_range("0-18446744073709551615"),
+            Err(RangeError::Impossible)
+        );
+        assert_eq!(
+            parse_content_range("0-18446744073709551616"),
+            Err(RangeError::Impossible)
+        );
+        assert_eq!(
+            parse_content_range("1-18446744073709551615"),
+            ok(1, u64::MAX)
+        );
+        assert_eq!(parse_content_range("+1-2"), Err(RangeError::Syntax));
+        assert_eq!(parse_content_range("x-y"), Err(RangeError::Syntax));
+        assert_eq!(parse_content_range(""), Err(RangeError::Syntax));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn content_range_never_panics(s in "\\PC{0,40}") {
+            let _ = parse_content_range(&s);
+        }
+
+        #[test]
+        fn content_range_round_trips(start: u64, end: u64) {
+            let r = parse_content_range(&format!("{start}-{end}"));
+            if end >= start && end - start < u64::MAX {
+                proptest::prop_assert_eq!(r, Ok(ChunkRange { start, len: end - start + 1 }));
+            } else {
+                proptest::prop_assert_eq!(r, Err(RangeError::Impossible));
+            }
+        }
     }
 }

@@ -41,6 +41,9 @@ pub struct GcOptions {
     pub delete_untagged: bool,
     /// Delete uploads started longer ago than this.
     pub upload_max_age: Option<Duration>,
+    /// Delete uploads that never received data started longer ago than
+    /// this (`storage.maintenance.uploadlimits.emptyage`).
+    pub empty_upload_max_age: Option<Duration>,
     /// Only purge uploads (the scheduled `uploadpurging` of distribution).
     pub uploads_only: bool,
 }
@@ -52,6 +55,7 @@ impl Default for GcOptions {
             grace: Duration::from_secs(3600),
             delete_untagged: false,
             upload_max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            empty_upload_max_age: Some(Duration::from_secs(3600)),
             uploads_only: false,
         }
     }
@@ -212,8 +216,8 @@ impl<B: Backend> Storage<B> {
         if !opts.uploads_only {
             self.collect(opts, &mut report)?;
         }
-        if let Some(age) = opts.upload_max_age {
-            self.purge_uploads(age, opts.dry_run, &mut report)?;
+        if opts.upload_max_age.is_some() || opts.empty_upload_max_age.is_some() {
+            self.purge_uploads(opts, &mut report)?;
         }
         report.elapsed = started.elapsed();
         report.peak_rss_kib = peak_rss_kib();
@@ -565,10 +569,11 @@ impl<B: Backend> Storage<B> {
         Ok(removed)
     }
 
-    /// Deletes uploads started more than `age` ago.
-    fn purge_uploads(&self, age: Duration, dry_run: bool, report: &mut GcReport) -> Result<()> {
+    /// Deletes uploads started more than `upload_max_age` ago, and those
+    /// without data started more than `empty_upload_max_age` ago.
+    fn purge_uploads(&self, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
         for name in self.repositories_holding(&paths::repositories_root(), "_uploads")? {
-            self.purge_repo_uploads(&name, age, dry_run, report)?;
+            self.purge_repo_uploads(&name, opts, report)?;
         }
         Ok(())
     }
@@ -576,10 +581,12 @@ impl<B: Backend> Storage<B> {
     fn purge_repo_uploads(
         &self,
         name: &RepoName,
-        age: Duration,
-        dry_run: bool,
+        opts: &GcOptions,
         report: &mut GcReport,
     ) -> Result<()> {
+        let is_older = |started: SystemTime, age: Option<Duration>| {
+            age.is_some_and(|age| older_than(started, age))
+        };
         for e in self
             .backend
             .list(&paths::uploads_dir(name))
@@ -588,42 +595,22 @@ impl<B: Backend> Storage<B> {
             let Ok(id) = uuid::Uuid::try_parse(&e.name) else {
                 continue;
             };
-            let started = self
-                .backend
-                .read(&paths::upload_started_at(name, id))
-                .map_err(io_err("reading an upload"))?
-                .and_then(|b| {
-                    let text = String::from_utf8_lossy(&b).trim().to_owned();
-                    time::OffsetDateTime::parse(
-                        &text,
-                        &time::format_description::well_known::Rfc3339,
-                    )
-                    .ok()
-                })
-                .map(SystemTime::from);
-            let started = match started {
-                Some(t) => t,
-                // No readable start time: the directory's own age decides.
-                None => match self
-                    .backend
-                    .stat(&paths::upload_dir(name, id))
-                    .map_err(io_err("reading an upload"))?
-                {
-                    Some(m) => m.modified,
-                    None => continue,
-                },
-            };
-            if !older_than(started, age) {
+            let Some(started) = self.upload_started(name, id)? else {
                 continue;
-            }
+            };
             let size = self
                 .backend
                 .stat(&paths::upload_data(name, id))
                 .map_err(io_err("reading an upload"))?
                 .map_or(0, |m| m.size);
+            let expired = is_older(started, opts.upload_max_age)
+                || (size == 0 && is_older(started, opts.empty_upload_max_age));
+            if !expired || self.upload_in_use(name, id) {
+                continue;
+            }
             report.uploads_deleted += 1;
             report.upload_bytes_freed += size;
-            if !dry_run {
+            if !opts.dry_run {
                 self.cancel_upload(name, id)?;
                 self.backend
                     .prune_empty_dirs(&paths::uploads_dir(name), &paths::repositories_root())

@@ -9,6 +9,7 @@ pub mod fs;
 pub mod fsck;
 pub mod gc;
 pub mod paths;
+pub mod upload_limits;
 pub mod uploads;
 
 use std::path::Path;
@@ -621,7 +622,18 @@ impl<B: Backend> Storage<B> {
     pub fn list_tags(&self, name: &RepoName) -> Result<Option<Arc<Vec<String>>>> {
         let dir = paths::tags_dir(name);
         let Some(meta) = self.backend.stat(&dir).map_err(io_err("listing tags"))? else {
-            return Ok(self.repo_exists(name)?.then(|| Arc::new(Vec::new())));
+            // Without tags, a repository that still holds manifests or blobs
+            // lists none; one that holds nothing is unknown. (Its last
+            // manifest deleted, it leaves the catalog but keeps its blobs
+            // until they are deleted too, as the OCI conformance suite
+            // expects: the tag list then shrinks to nothing, not to 404.)
+            let known = self.repo_exists(name)?
+                || self
+                    .backend
+                    .stat(&paths::layers_dir(name))
+                    .map_err(io_err("listing tags"))?
+                    .is_some();
+            return Ok(known.then(|| Arc::new(Vec::new())));
         };
         if let Some(cached) = self.tags.get(name)
             && cached.modified == meta.modified

@@ -14,7 +14,7 @@
 //!     _manifests/referrers/<alg>/<hex>/<alg>/<hex>/link
 //!                                                    subject -> referrer (ours;
 //!                                                    distribution ignores it)
-//!     _uploads/<id>/data, startedat                  uploads in progress
+//!     _uploads/<id>/data, startedat, owner           uploads in progress
 //! ```
 //!
 //! Every function returns a path relative to the storage root, built only
@@ -115,6 +115,11 @@ pub fn upload_data(name: &RepoName, id: Uuid) -> PathBuf {
 
 pub fn upload_started_at(name: &RepoName, id: Uuid) -> PathBuf {
     upload_dir(name, id).join("startedat")
+}
+
+/// Who opened the upload (ours; distribution ignores the file).
+pub fn upload_owner(name: &RepoName, id: Uuid) -> PathBuf {
+    upload_dir(name, id).join("owner")
 }
 
 /// Where garbage collections set content aside before deleting it

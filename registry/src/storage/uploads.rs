@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
@@ -17,7 +17,9 @@ use http_body_util::BodyExt;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
+use super::upload_limits::{OpenUploads, UploadOwner};
 use super::{Backend, Storage, io_err, paths};
+use crate::config::UploadLimits;
 use crate::error::{Error, ErrorCode, Result};
 use crate::oci::{Digest, DigestAlgorithm, Hasher, RepoName};
 
@@ -33,19 +35,25 @@ pub struct UploadState {
 
 type Key = (RepoName, Uuid);
 
-/// Upload states by repository and upload ID. The mutex also serialises
-/// requests on one upload.
-pub(super) struct UploadStates(moka::sync::Cache<Key, Arc<Mutex<UploadState>>>);
+/// What the process keeps about uploads.
+pub(super) struct UploadStates {
+    /// Upload states by repository and upload ID. The mutex also serialises
+    /// requests on one upload.
+    states: moka::sync::Cache<Key, Arc<Mutex<UploadState>>>,
+    /// Open sessions, for the caps.
+    pub(super) open: OpenUploads,
+}
 
 impl UploadStates {
     pub(super) fn new() -> UploadStates {
-        // An upload idle this long has most likely been abandoned; if it is
-        // resumed anyway, its state is rebuilt from storage.
-        UploadStates(
-            moka::sync::Cache::builder()
+        UploadStates {
+            // An upload idle this long has most likely been abandoned; if it
+            // is resumed anyway, its state is rebuilt from storage.
+            states: moka::sync::Cache::builder()
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
-        )
+            open: OpenUploads::default(),
+        }
     }
 }
 
@@ -75,21 +83,28 @@ impl UploadState {
 }
 
 impl<B: Backend> Storage<B> {
-    /// Starts an upload in the repository and returns its ID.
-    pub fn create_upload(&self, name: &RepoName) -> Result<Uuid> {
-        let id = Uuid::new_v4();
+    /// Starts an upload of `owner` in the repository and returns its ID;
+    /// refused when `limits` are reached (see `upload_limits`).
+    pub fn create_upload(
+        &self,
+        name: &RepoName,
+        owner: &UploadOwner,
+        limits: &UploadLimits,
+    ) -> Result<Uuid> {
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| Error::internal("formatting a time", e))?;
-        // Scratch state: nothing here needs to survive a machine crash.
-        // The data file comes first: it is what makes the upload usable.
-        self.backend
-            .write_scratch(&paths::upload_data(name, id), b"")
-            .map_err(io_err("starting an upload"))?;
-        self.backend
-            .write_scratch(&paths::upload_started_at(name, id), now.as_bytes())
-            .map_err(io_err("starting an upload"))?;
-        self.uploads.0.insert(
+        let id = self.open_upload(name, owner, limits, |id| {
+            // Scratch state: nothing here needs to survive a machine crash.
+            // The data file comes first: it is what makes the upload usable.
+            self.backend
+                .write_scratch(&paths::upload_data(name, id), b"")
+                .map_err(io_err("starting an upload"))?;
+            self.backend
+                .write_scratch(&paths::upload_started_at(name, id), now.as_bytes())
+                .map_err(io_err("starting an upload"))
+        })?;
+        self.uploads.states.insert(
             (name.clone(), id),
             Arc::new(Mutex::new(UploadState {
                 offset: 0,
@@ -109,7 +124,7 @@ impl<B: Backend> Storage<B> {
         let key = (name.clone(), id);
         let cell = self
             .uploads
-            .0
+            .states
             .get_with(key.clone(), || Arc::new(Mutex::new(UploadState::empty())));
         let mut guard = cell.lock_owned().await;
         let data = paths::upload_data(name, id);
@@ -129,7 +144,7 @@ impl<B: Backend> Storage<B> {
                 Ok(guard)
             }
             _ => {
-                self.uploads.0.invalidate(&key);
+                self.uploads.states.invalidate(&key);
                 Err(Error::upload_unknown())
             }
         }
@@ -177,8 +192,9 @@ impl<B: Backend> Storage<B> {
                     break;
                 }
             };
-            received += chunk.len() as u64;
-            if expected.is_some_and(|e| received > e) {
+            received = received.saturating_add(chunk.len() as u64);
+            // Past the announced length, or past what an offset can hold.
+            if expected.is_some_and(|e| received > e) || start.checked_add(received).is_none() {
                 break; // too long: refused below, without writing the excess
             }
             if let Some(h) = state.hasher.as_mut() {
@@ -197,14 +213,15 @@ impl<B: Backend> Storage<B> {
             .await
             .map_err(|e| AppendError::Storage(Error::internal("upload writer", e)))?;
 
-        let failure = match (written, body_error) {
-            (Ok(()), None) if expected.is_none_or(|e| e == received) => {
-                state.offset = start + received;
+        let end = start.checked_add(received);
+        let failure = match (written, body_error, end) {
+            (Ok(()), None, Some(end)) if expected.is_none_or(|e| e == received) => {
+                state.offset = end;
                 return Ok(received);
             }
-            (Ok(()), None) => AppendError::Length { received },
-            (Err(e), _) => AppendError::Storage(Error::io("writing an upload", &e)),
-            (Ok(()), Some(e)) => AppendError::Body(e),
+            (Ok(()), None, _) => AppendError::Length { received },
+            (Err(e), _, _) => AppendError::Storage(Error::io("writing an upload", &e)),
+            (Ok(()), Some(e), _) => AppendError::Body(e),
         };
         state.hasher = saved_hasher;
         let cut = self
@@ -305,9 +322,48 @@ impl<B: Backend> Storage<B> {
     }
 
     fn forget_upload(&self, name: &RepoName, id: Uuid) -> Result<()> {
-        self.uploads.0.invalidate(&(name.clone(), id));
+        self.discard_upload(name, id)?;
+        self.uploads.open.release(id);
+        Ok(())
+    }
+
+    /// Removes an upload's state and files, leaving the session counts to
+    /// the caller.
+    pub(super) fn discard_upload(&self, name: &RepoName, id: Uuid) -> Result<()> {
+        self.uploads.states.invalidate(&(name.clone(), id));
         self.backend
             .remove_dir_all(&paths::upload_dir(name, id))
             .map_err(io_err("removing an upload"))
+    }
+
+    /// Whether a request holds the upload right now.
+    pub(super) fn upload_in_use(&self, name: &RepoName, id: Uuid) -> bool {
+        self.uploads
+            .states
+            .get(&(name.clone(), id))
+            .is_some_and(|cell| cell.try_lock().is_err())
+    }
+
+    /// When the upload was started: its `startedat`, or else the age of its
+    /// directory; `None` when it does not exist.
+    pub(super) fn upload_started(&self, name: &RepoName, id: Uuid) -> Result<Option<SystemTime>> {
+        let started = self
+            .backend
+            .read(&paths::upload_started_at(name, id))
+            .map_err(io_err("reading an upload"))?
+            .and_then(|b| {
+                let text = String::from_utf8_lossy(&b).trim().to_owned();
+                time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .map(SystemTime::from);
+        if started.is_some() {
+            return Ok(started);
+        }
+        Ok(self
+            .backend
+            .stat(&paths::upload_dir(name, id))
+            .map_err(io_err("reading an upload"))?
+            .map(|m| m.modified))
     }
 }

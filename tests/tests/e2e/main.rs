@@ -6,6 +6,7 @@
 //! tests/README.md). `E2E_REGISTRY_IMPL=distribution` runs the tests that
 //! target our registry against distribution instead, to check a test itself.
 
+mod conformance;
 mod docker;
 mod harness;
 mod interop;
