@@ -264,3 +264,36 @@ async fn the_purging_job_removes_stale_empty_sessions_sooner() {
         .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
     assert_eq!(app.get(&with_data).await.status, 204);
 }
+
+/// The real server tells clients apart by their address: one that reached
+/// its cap is refused while another, from 127.0.0.2, is not.
+#[test]
+fn the_server_caps_sessions_by_peer_address() {
+    let reg = e2e::Registry::builder()
+        .yaml(
+            "storage.maintenance.uploadlimits.perclient",
+            serde_json::json!(3),
+        )
+        .start();
+    e2e::init_crypto();
+    let from = |ip: [u8; 4]| {
+        reqwest::blocking::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .expect("client")
+    };
+    let post = |client: &reqwest::blocking::Client, repo: &str| {
+        client
+            .post(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
+            .send()
+            .expect("POST")
+    };
+    let (first, second) = (from([127, 0, 0, 1]), from([127, 0, 0, 2]));
+    for repo in ["p/a", "p/b", "p/c"] {
+        assert_eq!(post(&first, repo).status(), 202);
+    }
+    let refused = post(&first, "p/d");
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    assert_eq!(post(&second, "p/d").status(), 202);
+}

@@ -141,7 +141,7 @@ struct Report {
 
 impl Report {
     fn context(&mut self, name: &str) {
-        self.context = name.to_owned();
+        name.clone_into(&mut self.context);
     }
 
     fn case(&mut self, name: &str, f: impl FnOnce() -> Outcome) {
@@ -275,7 +275,7 @@ struct Client<'a> {
 impl Client<'_> {
     fn send(
         &self,
-        method: Method,
+        method: &Method,
         path: &str,
         query: &[(&str, &str)],
         headers: &[(&str, &str)],
@@ -311,19 +311,19 @@ impl Client<'_> {
     }
 
     fn get(&self, path: &str) -> Result<Resp, String> {
-        self.send(Method::GET, path, &[], &[], None)
+        self.send(&Method::GET, path, &[], &[], None)
     }
 
     fn head(&self, path: &str) -> Result<Resp, String> {
-        self.send(Method::HEAD, path, &[], &[], None)
+        self.send(&Method::HEAD, path, &[], &[], None)
     }
 
     fn delete(&self, path: &str) -> Result<Resp, String> {
-        self.send(Method::DELETE, path, &[], &[], None)
+        self.send(&Method::DELETE, path, &[], &[], None)
     }
 
     fn start_upload(&self) -> Result<Resp, String> {
-        self.send(Method::POST, "/v2/<name>/blobs/uploads/", &[], &[], None)
+        self.send(&Method::POST, "/v2/<name>/blobs/uploads/", &[], &[], None)
     }
 
     /// POST, then PUT of the whole blob to the session: the suite's way to
@@ -332,7 +332,7 @@ impl Client<'_> {
         let post = self.start_upload()?;
         let len = blob.content.len().to_string();
         self.send(
-            Method::PUT,
+            &Method::PUT,
             &post.location(),
             &[("digest", blob.digest.as_str())],
             &[
@@ -345,7 +345,7 @@ impl Client<'_> {
 
     fn put_manifest(&self, reference: &str, media_type: &str, body: &[u8]) -> Result<Resp, String> {
         self.send(
-            Method::PUT,
+            &Method::PUT,
             &format!("/v2/<name>/manifests/{reference}"),
             &[],
             &[("Content-Type", media_type)],
@@ -353,7 +353,7 @@ impl Client<'_> {
         )
     }
 
-    fn get_manifest(&self, method: Method, reference: &str) -> Result<Resp, String> {
+    fn get_manifest(&self, method: &Method, reference: &str) -> Result<Resp, String> {
         self.send(
             method,
             &format!("/v2/<name>/manifests/{reference}"),
@@ -364,7 +364,7 @@ impl Client<'_> {
     }
 
     fn tags(&self, query: &[(&str, &str)]) -> Result<(Resp, Vec<String>), String> {
-        let resp = self.send(Method::GET, "/v2/<name>/tags/list", query, &[], None)?;
+        let resp = self.send(&Method::GET, "/v2/<name>/tags/list", query, &[], None)?;
         let tags = resp
             .json()
             .ok()
@@ -659,7 +659,7 @@ fn pull(r: &mut Report, c: &Client, fx: &Fixtures) {
     r.case(
         "HEAD request to nonexistent manifest should return 404",
         || {
-            c.get_manifest(Method::HEAD, NONEXISTENT_MANIFEST)?
+            c.get_manifest(&Method::HEAD, NONEXISTENT_MANIFEST)?
                 .expect(&[404])
         },
     );
@@ -667,7 +667,7 @@ fn pull(r: &mut Report, c: &Client, fx: &Fixtures) {
         r.case(
             &format!("HEAD request to manifest[{i}] path (digest) should yield 200 response"),
             || {
-                let resp = c.get_manifest(Method::HEAD, &m.digest)?;
+                let resp = c.get_manifest(&Method::HEAD, &m.digest)?;
                 resp.expect(&[200])?;
                 digest_header_is(&resp, &m.digest)
             },
@@ -676,24 +676,24 @@ fn pull(r: &mut Report, c: &Client, fx: &Fixtures) {
     r.case(
         "HEAD request to manifest path (tag) should yield 200 response",
         || {
-            let resp = c.get_manifest(Method::HEAD, tag)?;
+            let resp = c.get_manifest(&Method::HEAD, tag)?;
             resp.expect(&[200])?;
             digest_header_is(&resp, &fx.manifests[0].digest)
         },
     );
     r.case("GET nonexistent manifest should return 404", || {
-        c.get_manifest(Method::GET, NONEXISTENT_MANIFEST)?
+        c.get_manifest(&Method::GET, NONEXISTENT_MANIFEST)?
             .expect(&[404])
     });
     for (i, m) in fx.manifests[..2].iter().enumerate() {
         r.case(
             &format!("GET request to manifest[{i}] path (digest) should yield 200 response"),
-            || c.get_manifest(Method::GET, &m.digest)?.expect(&[200]),
+            || c.get_manifest(&Method::GET, &m.digest)?.expect(&[200]),
         );
     }
     r.case(
         "GET request to manifest path (tag) should yield 200 response",
-        || c.get_manifest(Method::GET, tag)?.expect(&[200]),
+        || c.get_manifest(&Method::GET, tag)?.expect(&[200]),
     );
 
     r.context("Pull/Error codes");
@@ -701,7 +701,7 @@ fn pull(r: &mut Report, c: &Client, fx: &Fixtures) {
         "400 response body should contain OCI-conforming JSON message",
         || {
             let resp = c.send(
-                Method::GET,
+                &Method::GET,
                 &manifest_path("sha256:totallywrong"),
                 &[],
                 &[("Content-Type", OCI_MANIFEST)],
@@ -772,7 +772,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
             let post = c.start_upload()?;
             ensure!(!post.location().is_empty(), "no Location");
             let resp = c.send(
-                Method::PATCH,
+                &Method::PATCH,
                 &post.location(),
                 &[],
                 &[octet],
@@ -789,7 +789,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
             // The suite sets Content-Length to the blob's length on a
             // request without body; Go's client then sends 0.
             let resp = c.send(
-                Method::PUT,
+                &Method::PUT,
                 &last_location(&last)?,
                 &[("digest", fx.blob_a.digest.as_str())],
                 &[octet],
@@ -812,7 +812,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
         "POST request with digest and blob should yield a 201 or 202",
         || {
             let resp = c.send(
-                Method::POST,
+                &Method::POST,
                 "/v2/<name>/blobs/uploads/",
                 &[("digest", config.digest.as_str())],
                 &[("Content-Length", config_len.as_str()), octet],
@@ -840,7 +840,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
     });
     r.case("PUT upload of a blob should yield a 201 Response", || {
         let resp = c.send(
-            Method::PUT,
+            &Method::PUT,
             &last_location(&last)?,
             &[("digest", config.digest.as_str())],
             &[("Content-Length", config_len.as_str()), octet],
@@ -871,7 +871,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
     let (range1, range2) = (fx.chunk1_range(), fx.chunk2_range());
     r.case("Out-of-order blob upload should return 416", || {
         let post = c.send(
-            Method::POST,
+            &Method::POST,
             "/v2/<name>/blobs/uploads/",
             &[],
             &[("Content-Length", "0")],
@@ -879,7 +879,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
         )?;
         ensure!(!post.location().is_empty(), "no Location");
         c.send(
-            Method::PATCH,
+            &Method::PATCH,
             &post.location(),
             &[],
             &[
@@ -893,7 +893,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
     });
     r.case("PATCH request with first chunk should return 202", || {
         let post = c.send(
-            Method::POST,
+            &Method::POST,
             "/v2/<name>/blobs/uploads/",
             &[],
             &[("Content-Length", "0")],
@@ -903,7 +903,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
         let location = post.location();
         prev = Some(post);
         let resp = c.send(
-            Method::PATCH,
+            &Method::PATCH,
             &location,
             &[],
             &[
@@ -921,7 +921,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
     });
     r.case("Retry previous blob chunk should return 416", || {
         c.send(
-            Method::PATCH,
+            &Method::PATCH,
             &last_location(&prev)?,
             &[],
             &[
@@ -947,7 +947,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
     );
     r.case("PATCH request with second chunk should return 202", || {
         let resp = c.send(
-            Method::PATCH,
+            &Method::PATCH,
             &last_location(&last)?,
             &[],
             &[
@@ -966,7 +966,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
     });
     r.case("PUT request with digest should return 201", || {
         let resp = c.send(
-            Method::PUT,
+            &Method::PUT,
             &last_location(&last)?,
             &[("digest", fx.blob_b.digest.as_str())],
             &[octet],
@@ -986,7 +986,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
         "Cross-mounting of a blob without the from argument should yield session id",
         || {
             let resp = crossmount.send(
-                Method::POST,
+                &Method::POST,
                 "/v2/<name>/blobs/uploads/",
                 &[("mount", dummy.as_str())],
                 &[],
@@ -1001,7 +1001,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
         "POST request to mount another repository's blob should return 201 or 202",
         || {
             let resp = crossmount.send(
-                Method::POST,
+                &Method::POST,
                 "/v2/<name>/blobs/uploads/",
                 &[
                     ("mount", fx.blob_a.digest.as_str()),
@@ -1085,7 +1085,7 @@ fn push(r: &mut Report, c: &Client, fx: &Fixtures) {
     r.case(
         "GET request to manifest URL (digest) should yield 200 response",
         || {
-            c.get_manifest(Method::GET, &fx.manifests[1].digest)?
+            c.get_manifest(&Method::GET, &fx.manifests[1].digest)?
                 .expect(&[200])
         },
     );
@@ -1213,7 +1213,7 @@ fn content_discovery(r: &mut Report, c: &Client, fx: &Fixtures) {
     r.context("Content Discovery/Test content discovery endpoints (listing references)");
     let referrers = |digest: &str, query: &[(&str, &str)]| -> Result<(Resp, Vec<Value>), String> {
         let resp = c.send(
-            Method::GET,
+            &Method::GET,
             &format!("/v2/<name>/referrers/{digest}"),
             query,
             &[],
