@@ -81,6 +81,7 @@ fn describe() {
 }
 
 /// `GET /metrics`: the text exposition format.
+#[allow(clippy::unused_async)] // an axum handler
 pub async fn render() -> Response {
     let body = handle().render();
     let mut resp = (StatusCode::OK, body).into_response();

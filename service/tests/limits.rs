@@ -117,9 +117,8 @@ async fn trickled_headers_are_cut_at_a_total_deadline() {
         }
     })
     .await;
-    let at = match result {
-        Ok(Some(at)) => at,
-        _ => panic!("a connection trickling header bytes stayed open for 6 s"),
+    let Ok(Some(at)) = result else {
+        panic!("a connection trickling header bytes stayed open for 6 s")
     };
     let after = at - started;
     assert!(
