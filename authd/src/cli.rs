@@ -181,7 +181,7 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log.level);
+    service::log::init(&config.log.level, config.log.formatter);
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -203,16 +203,6 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }
 
 async fn execute(command: Command, config: Config) -> anyhow::Result<()> {

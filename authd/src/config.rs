@@ -32,6 +32,39 @@ pub struct Config {
     pub password: PasswordConfig,
     pub throttle: ThrottleConfig,
     pub admin: AdminConfig,
+    pub http: HttpConfig,
+    pub debug: DebugConfig,
+}
+
+/// Connection limits and shutdown (see `service::listen`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Seconds for a request's headers (and TLS handshake), from their
+    /// first byte.
+    pub header_read_timeout: u64,
+    /// Seconds a connection may wait for its next request.
+    pub idle_timeout: u64,
+    /// Open connections at most; 0: half the open-file limit (16..4096).
+    pub max_connections: usize,
+    /// Seconds in-flight requests get to finish on SIGTERM.
+    pub drain_timeout: u64,
+}
+
+/// Where `/metrics` is served (the registry's `http.debug` keys).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DebugConfig {
+    /// `IP:PORT` of a separate metrics listener; empty: the main one.
+    pub addr: String,
+    pub prometheus: PrometheusConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PrometheusConfig {
+    pub enabled: bool,
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +105,17 @@ pub struct TlsConfig {
 pub struct LogConfig {
     /// A level (`info`) or `tracing` filter directives (`authd=debug,info`).
     pub level: String,
+    /// `text` or `json`, as the registry's `log.formatter`.
+    #[serde(deserialize_with = "log_format")]
+    pub formatter: service::LogFormat,
+    /// One access line per request.
+    pub access: bool,
+}
+
+fn log_format<'de, D: serde::Deserializer<'de>>(d: D) -> Result<service::LogFormat, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +183,28 @@ impl Default for Config {
             password: PasswordConfig::default(),
             throttle: ThrottleConfig::default(),
             admin: AdminConfig::default(),
+            http: HttpConfig::default(),
+            debug: DebugConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            header_read_timeout: service::listen::DEFAULT_HEADER_READ.as_secs(),
+            idle_timeout: service::listen::DEFAULT_IDLE.as_secs(),
+            max_connections: 0,
+            drain_timeout: 10,
+        }
+    }
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> PrometheusConfig {
+        PrometheusConfig {
+            enabled: true,
+            path: "/metrics".into(),
         }
     }
 }
@@ -158,6 +224,8 @@ impl Default for LogConfig {
     fn default() -> LogConfig {
         LogConfig {
             level: "info".into(),
+            formatter: service::LogFormat::Text,
+            access: true,
         }
     }
 }
@@ -225,6 +293,14 @@ fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
         .map_err(|_| format!("{v:?} is not a valid number"))
 }
 
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{v:?} is not true or false")),
+    }
+}
+
 fn yaml_enum<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, String> {
     serde_yaml_ng::from_value(serde_yaml_ng::Value::String(v.trim().to_owned()))
         .map_err(|e| e.to_string())
@@ -280,6 +356,42 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
     }),
     ("AUTHD_LOG_LEVEL", |c, v| {
         v.clone_into(&mut c.log.level);
+        Ok(())
+    }),
+    ("AUTHD_LOG_FORMATTER", |c, v| {
+        c.log.formatter = v.parse()?;
+        Ok(())
+    }),
+    ("AUTHD_LOG_ACCESS", |c, v| {
+        c.log.access = boolean(v)?;
+        Ok(())
+    }),
+    ("AUTHD_HTTP_HEADER_READ_TIMEOUT", |c, v| {
+        c.http.header_read_timeout = number(v)?;
+        Ok(())
+    }),
+    ("AUTHD_HTTP_IDLE_TIMEOUT", |c, v| {
+        c.http.idle_timeout = number(v)?;
+        Ok(())
+    }),
+    ("AUTHD_HTTP_MAX_CONNECTIONS", |c, v| {
+        c.http.max_connections = number(v)?;
+        Ok(())
+    }),
+    ("AUTHD_HTTP_DRAIN_TIMEOUT", |c, v| {
+        c.http.drain_timeout = number(v)?;
+        Ok(())
+    }),
+    ("AUTHD_DEBUG_ADDR", |c, v| {
+        v.clone_into(&mut c.debug.addr);
+        Ok(())
+    }),
+    ("AUTHD_DEBUG_PROMETHEUS_ENABLED", |c, v| {
+        c.debug.prometheus.enabled = boolean(v)?;
+        Ok(())
+    }),
+    ("AUTHD_DEBUG_PROMETHEUS_PATH", |c, v| {
+        v.clone_into(&mut c.debug.prometheus.path);
         Ok(())
     }),
     ("AUTHD_PASSWORD_ARGON2_MEMORY_KIB", |c, v| {
@@ -417,18 +529,47 @@ impl Config {
         }
         crate::password::Hasher::new(self.password.argon2)
             .map_err(|e| ConfigError::Invalid(format!("password.argon2: {e}")))?;
+        if self.http.header_read_timeout == 0 || self.http.idle_timeout == 0 {
+            return Err(ConfigError::Invalid(
+                "http.header_read_timeout and http.idle_timeout must be at least 1".into(),
+            ));
+        }
+        self.metrics_addr()?;
+        if !self.debug.prometheus.path.starts_with('/') {
+            return Err(ConfigError::Invalid(format!(
+                "debug.prometheus.path {:?} must start with /",
+                self.debug.prometheus.path
+            )));
+        }
         Ok(())
+    }
+
+    /// The connection limits to serve with.
+    pub fn limits(&self) -> service::Limits {
+        service::Limits {
+            header_read: std::time::Duration::from_secs(self.http.header_read_timeout),
+            idle: std::time::Duration::from_secs(self.http.idle_timeout),
+            max_connections: match self.http.max_connections {
+                0 => service::listen::default_max_connections(),
+                n => n,
+            },
+        }
+    }
+
+    /// The separate metrics listener's address, when one is configured.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.debug.addr.is_empty() || !self.debug.prometheus.enabled {
+            return Ok(None);
+        }
+        parse_listen(&self.debug.addr).map(Some).map_err(|()| {
+            ConfigError::Invalid(format!("debug.addr {:?} is not IP:PORT", self.debug.addr))
+        })
     }
 
     /// The socket address to bind. `:5001` means `0.0.0.0:5001`.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        let addr = if self.addr.starts_with(':') {
-            format!("0.0.0.0{}", self.addr)
-        } else {
-            self.addr.clone()
-        };
-        addr.parse()
-            .map_err(|_| ConfigError::Invalid(format!("addr {:?} is not IP:PORT", self.addr)))
+        parse_listen(&self.addr)
+            .map_err(|()| ConfigError::Invalid(format!("addr {:?} is not IP:PORT", self.addr)))
     }
 
     /// The SQLite file.
@@ -445,6 +586,14 @@ impl Config {
 
     pub fn tls_enabled(&self) -> bool {
         self.tls.certificate.is_some()
+    }
+}
+
+/// `IP:PORT`, or `:PORT` for every IPv4 address.
+fn parse_listen(addr: &str) -> Result<SocketAddr, ()> {
+    match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}").parse().map_err(|_| ()),
+        None => addr.parse().map_err(|_| ()),
     }
 }
 
@@ -537,6 +686,49 @@ mod tests {
             ("AUTHD_THROTTLE_TRUSTED_PROXIES", "proxy"),
             ("AUTHD_PASSWORD_ARGON2_MEMORY_KIB", "1"),
             ("AUTHD_ADMIN_USER", "bad name"),
+        ] {
+            assert!(
+                Config::load_with(None, env(&[(var, value)])).is_err(),
+                "{var}={value} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn log_http_and_metrics_keys() {
+        let (c, _) = Config::load_with(None, env(&[])).unwrap();
+        assert_eq!(c.log.formatter, service::LogFormat::Text);
+        assert!(c.log.access && c.debug.prometheus.enabled);
+        assert_eq!(c.metrics_addr().unwrap(), None);
+        assert_eq!(c.limits().header_read, std::time::Duration::from_secs(10));
+        let (c, _) = Config::load_with(
+            None,
+            env(&[
+                ("AUTHD_LOG_FORMATTER", "json"),
+                ("AUTHD_LOG_ACCESS", "false"),
+                ("AUTHD_HTTP_HEADER_READ_TIMEOUT", "3"),
+                ("AUTHD_HTTP_MAX_CONNECTIONS", "7"),
+                ("AUTHD_DEBUG_ADDR", "127.0.0.1:0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.log.formatter, service::LogFormat::Json);
+        assert!(!c.log.access);
+        assert_eq!(c.limits().max_connections, 7);
+        assert_eq!(c.limits().header_read, std::time::Duration::from_secs(3));
+        assert_eq!(
+            c.metrics_addr().unwrap(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        let (c, _) = Config::from_yaml("log:\n  formatter: json\n").unwrap();
+        assert_eq!(c.log.formatter, service::LogFormat::Json);
+        assert!(Config::from_yaml("log:\n  formatter: xml\n").is_err());
+        for (var, value) in [
+            ("AUTHD_LOG_FORMATTER", "xml"),
+            ("AUTHD_HTTP_IDLE_TIMEOUT", "0"),
+            ("AUTHD_DEBUG_ADDR", "nowhere"),
+            ("AUTHD_DEBUG_PROMETHEUS_PATH", "metrics"),
+            ("AUTHD_LOG_ACCESS", "maybe"),
         ] {
             assert!(
                 Config::load_with(None, env(&[(var, value)])).is_err(),

@@ -22,12 +22,9 @@ pub mod token;
 pub mod util;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::Request;
-use tower_http::trace::TraceLayer;
 
 pub use config::Config;
 pub use state::AppState;
@@ -36,17 +33,35 @@ pub use state::AppState;
 const KEY_POLL: Duration = Duration::from_secs(2);
 /// How often refresh tokens unused for too long are deleted.
 const REFRESH_CLEANUP: Duration = Duration::from_secs(3600);
-/// How long in-flight requests get to finish on shutdown.
-const GRACE: Duration = Duration::from_secs(10);
 
-/// The whole HTTP application.
+/// The whole HTTP application, observed (request ids, access log, metrics),
+/// with `/metrics` unless it is served on its own listener or disabled.
 pub fn app(state: AppState) -> Router {
-    routes::router(state).layer(
-        // Method and path only: query strings and headers can carry secrets.
-        TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
-        }),
-    )
+    let observer = service::http::Observer {
+        service: "authd",
+        access_log: state.config.log.access,
+        classify: route_label,
+    };
+    let prometheus = &state.config.debug.prometheus;
+    let metrics_path =
+        (prometheus.enabled && state.config.debug.addr.is_empty()).then(|| prometheus.path.clone());
+    let mut router = routes::router(state);
+    if let Some(path) = metrics_path {
+        router = router.route(&path, axum::routing::get(service::metrics::render));
+    }
+    service::http::observe(router, observer)
+}
+
+/// The metrics label of a request: one per family of routes.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/token" => "token",
+        "/.well-known/jwks.json" => "jwks",
+        "/healthz" | "/readyz" => "health",
+        p if p.starts_with("/api/") => "admin",
+        p if p.ends_with("metrics") => "metrics",
+        _ => "other",
+    }
 }
 
 /// Opens everything, prints the admin password if one was generated and
@@ -68,6 +83,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    let metrics_listener = match config.metrics_addr()? {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("binding the metrics listener {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let (state, generated_password) = AppState::init(config).await?;
 
     let mut stdout = std::io::stdout().lock();
@@ -80,33 +102,48 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     writeln!(stdout, "listening on {scheme}://{local}")?;
+    if let Some(l) = &metrics_listener {
+        writeln!(
+            stdout,
+            "metrics on http://{}{}",
+            l.local_addr()?,
+            state.config.debug.prometheus.path
+        )?;
+    }
     stdout.flush()?;
     drop(stdout);
     tracing::info!(%local, tls = tls.is_some(), kid = %state.keys.current().signing.kid, "authd started");
 
     let background = spawn_background(&state);
-    let handle = axum_server::Handle::new();
-    let signal_handle = handle.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        signal_handle.graceful_shutdown(Some(GRACE));
-    });
-    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let served = match tls {
-        Some(tls) => {
-            axum_server::from_tcp_rustls(listener, tls)?
-                .handle(handle)
-                .serve(service)
-                .await
-        }
-        None => {
-            axum_server::from_tcp(listener)?
-                .handle(handle)
-                .serve(service)
-                .await
-        }
+    let options = service::ServeOptions {
+        limits: state.config.limits(),
+        tls,
+        drain: Duration::from_secs(state.config.http.drain_timeout),
     };
+    if let Some(listener) = metrics_listener {
+        let router = Router::new().route(
+            &state.config.debug.prometheus.path,
+            axum::routing::get(service::metrics::render),
+        );
+        let options = service::ServeOptions {
+            tls: None,
+            ..options.clone()
+        };
+        tokio::spawn(async move {
+            if let Err(e) =
+                service::serve(listener, router, options, service::shutdown_signal()).await
+            {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    let served = service::serve(
+        listener,
+        app(state.clone()),
+        options,
+        service::shutdown_signal(),
+    )
+    .await;
     for task in background {
         task.abort();
     }
@@ -145,24 +182,4 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         }
     });
     vec![poll_keys, clean_tokens]
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

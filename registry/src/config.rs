@@ -20,7 +20,7 @@ use serde_yaml_ng::{Mapping, Value};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub log_level: String,
-    pub log_json: bool,
+    pub log_format: service::LogFormat,
     pub access_log: bool,
     pub root_directory: PathBuf,
     pub delete_enabled: bool,
@@ -37,6 +37,11 @@ pub struct Config {
     /// Extra headers set on every response (`http.headers`).
     pub headers: Vec<(String, String)>,
     pub drain_timeout: Duration,
+    /// Header and idle deadlines, connection cap (`http.timeouts`,
+    /// `http.maxconnections`).
+    pub limits: service::Limits,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics: Metrics,
     pub auth: AuthConfig,
     /// Keys of the file or environment that were not understood.
     pub warnings: Vec<String>,
@@ -84,6 +89,17 @@ pub struct GcSchedule {
     pub grace: Duration,
     pub delete_untagged: bool,
     pub dry_run: bool,
+}
+
+/// The Prometheus endpoint (distribution's `http.debug.prometheus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Metrics {
+    /// `http.debug.prometheus.enabled: false`.
+    Off,
+    /// On the main listener (the default, without `http.debug.addr`).
+    Main { path: String },
+    /// On its own listener at `http.debug.addr`.
+    Debug { addr: ListenAddr, path: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,8 +279,33 @@ pub struct RawHttp {
     pub draintimeout: Option<String>,
     pub tls: Option<RawTls>,
     pub headers: Option<BTreeMap<String, Value>>,
-    pub debug: Option<Value>,
+    pub debug: RawDebug,
     pub http2: Option<Value>,
+    /// Ours: `readheader`, `idle`.
+    pub timeouts: RawTimeouts,
+    /// Ours: the connection cap.
+    pub maxconnections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawDebug {
+    pub addr: Option<String>,
+    pub prometheus: RawPrometheus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawPrometheus {
+    pub enabled: Option<bool>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTimeouts {
+    pub readheader: Option<String>,
+    pub idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -445,15 +486,13 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
             "log.level {log_level:?} is not one of error, warn, info, debug"
         )));
     }
-    let log_json = match raw.log.formatter.as_deref() {
-        None | Some("text") => false,
-        Some("json" | "logstash") => true,
-        Some(other) => {
-            return Err(invalid(format!(
-                "log.formatter {other:?} is not text or json"
-            )));
-        }
-    };
+    let log_format: service::LogFormat = raw
+        .log
+        .formatter
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| invalid(format!("log.formatter: {e}")))?;
 
     let storage = raw.storage.unwrap_or_default();
     for (driver, present) in [
@@ -593,10 +632,53 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         Duration::from_secs(60),
     )?;
 
+    let limits = service::Limits {
+        header_read: duration(
+            "http.timeouts.readheader",
+            http.timeouts.readheader.as_deref(),
+            service::listen::DEFAULT_HEADER_READ,
+        )?,
+        idle: duration(
+            "http.timeouts.idle",
+            http.timeouts.idle.as_deref(),
+            service::listen::DEFAULT_IDLE,
+        )?,
+        max_connections: match http.maxconnections {
+            None => service::listen::default_max_connections(),
+            Some(0) => return Err(invalid("http.maxconnections must be at least 1")),
+            Some(n) => n,
+        },
+    };
+    if limits.header_read.is_zero() || limits.idle.is_zero() {
+        return Err(invalid("http.timeouts must be longer than zero"));
+    }
+    let metrics_path = http
+        .debug
+        .prometheus
+        .path
+        .unwrap_or_else(|| "/metrics".into());
+    if !metrics_path.starts_with('/') || metrics_path.starts_with("/v2") {
+        return Err(invalid(format!(
+            "http.debug.prometheus.path {metrics_path:?} must start with / and not be under /v2"
+        )));
+    }
+    let metrics = match (http.debug.prometheus.enabled, http.debug.addr.as_deref()) {
+        (Some(false), _) => Metrics::Off,
+        (_, None | Some("")) => Metrics::Main { path: metrics_path },
+        (_, Some(addr)) => Metrics::Debug {
+            addr: parse_addr(addr).map_err(|_| {
+                invalid(format!(
+                    "http.debug.addr {addr:?} is not HOST:PORT or :PORT"
+                ))
+            })?,
+            path: metrics_path,
+        },
+    };
+
     let auth = resolve_auth(raw.auth, &mut warnings)?;
     Ok(Config {
         log_level,
-        log_json,
+        log_format,
         access_log: !raw.log.accesslog.disabled,
         root_directory,
         delete_enabled: storage.delete.enabled,
@@ -608,6 +690,8 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         tls,
         headers,
         drain_timeout,
+        limits,
+        metrics,
         auth,
         warnings,
     })
@@ -950,6 +1034,58 @@ health:
                 empty_age: Duration::from_secs(300),
             }
         );
+    }
+
+    #[test]
+    fn timeouts_connection_cap_and_metrics_endpoint() {
+        let c = Config::from_yaml("", env(&[])).unwrap();
+        assert_eq!(c.limits.header_read, Duration::from_secs(10));
+        assert_eq!(c.limits.idle, Duration::from_secs(60));
+        assert!(c.limits.max_connections >= 16);
+        assert_eq!(c.log_format, service::LogFormat::Text);
+        assert_eq!(
+            c.metrics,
+            Metrics::Main {
+                path: "/metrics".into()
+            }
+        );
+        let c = Config::from_yaml(
+            "http:\n  timeouts:\n    readheader: 5s\n    idle: 2m\n  maxconnections: 100\n  debug:\n    addr: 127.0.0.1:5001\n    prometheus:\n      enabled: true\n      path: /m\nlog:\n  formatter: json\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.limits.header_read, Duration::from_secs(5));
+        assert_eq!(c.limits.idle, Duration::from_secs(120));
+        assert_eq!(c.limits.max_connections, 100);
+        assert_eq!(c.log_format, service::LogFormat::Json);
+        assert_eq!(
+            c.metrics,
+            Metrics::Debug {
+                addr: ListenAddr::Socket("127.0.0.1:5001".parse().unwrap()),
+                path: "/m".into()
+            }
+        );
+        let c = Config::from_yaml(
+            "",
+            env(&[
+                ("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "false"),
+                ("REGISTRY_HTTP_TIMEOUTS_READHEADER", "1s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.metrics, Metrics::Off);
+        assert_eq!(c.limits.header_read, Duration::from_secs(1));
+        for bad in [
+            "http:\n  timeouts:\n    readheader: soon\n",
+            "http:\n  timeouts:\n    idle: 0s\n",
+            "http:\n  maxconnections: 0\n",
+            "http:\n  debug:\n    addr: nowhere\n",
+            "http:\n  debug:\n    prometheus:\n      path: /v2/metrics\n",
+            "log:\n  formatter: xml\n",
+        ] {
+            assert!(Config::from_yaml(bad, env(&[])).is_err(), "{bad}");
+        }
     }
 
     #[test]

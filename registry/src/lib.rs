@@ -22,9 +22,15 @@ use crate::config::{AuthConfig, Config, ListenAddr};
 use crate::state::{App, AppState};
 use crate::storage::{FsBackend, Storage};
 
-/// The registry's router over `state`.
+/// The registry's router over `state`, observed (request ids, access log,
+/// metrics).
 pub fn app(state: AppState) -> Router {
-    routes::router(state)
+    let observer = service::http::Observer {
+        service: "registry",
+        access_log: state.config.access_log,
+        classify: routes::classify,
+    };
+    service::http::observe(routes::router(state), observer)
 }
 
 /// Builds the shared state from a configuration: storage root, auth.
@@ -58,16 +64,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 
 /// Sets up logging as configured (`log.level`, `log.formatter`).
 pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if config.log_json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    service::log::init(&config.log_level, config.log_format);
 }
 
 fn bind(addr: &ListenAddr) -> anyhow::Result<TcpListener> {
@@ -90,58 +87,64 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let listener = bind(&config.addr)?;
     let local = listener.local_addr()?;
-    let tls = config.tls.clone();
-    let drain = config.drain_timeout;
+    let debug = match &config.metrics {
+        config::Metrics::Debug { addr, path } => Some((bind(addr)?, path.clone())),
+        config::Metrics::Off | config::Metrics::Main { .. } => None,
+    };
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "loading TLS certificate {} and key {}",
+                        tls.certificate.display(),
+                        tls.key.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let options = service::ServeOptions {
+        limits: config.limits,
+        tls,
+        drain: config.drain_timeout,
+    };
     let state = build_state(config).await?;
     spawn_maintenance(&state);
     let app = app(state);
 
-    let handle = axum_server::Handle::new();
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    // The one line on stdout: harnesses read the bound port from it.
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    // The one line on stdout harnesses read the bound port from (and the
+    // metrics listener's, when there is one).
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {scheme}://{local}")?;
+    if let Some((l, path)) = &debug {
+        writeln!(out, "metrics on http://{}{path}", l.local_addr()?)?;
+    }
     out.flush()?;
     drop(out);
     tracing::info!("registry listening on {scheme}://{local}");
 
-    let shutdown = handle.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down; draining requests for up to {drain:?}");
-        shutdown.graceful_shutdown(Some(drain));
-    });
-    // The peer address identifies anonymous clients (upload session caps).
-    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Small responses must not wait for delayed ACKs (40 ms each).
-    let nodelay = axum_server::accept::NoDelayAcceptor::new();
-    match tls {
-        Some(tls) => {
-            let rustls =
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "loading TLS certificate {} and key {}",
-                            tls.certificate.display(),
-                            tls.key.display()
-                        )
-                    })?;
-            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(nodelay);
-            axum_server::from_tcp(listener)?
-                .acceptor(acceptor)
-                .handle(handle)
-                .serve(service)
-                .await?;
-        }
-        None => {
-            axum_server::from_tcp(listener)?
-                .acceptor(nodelay)
-                .handle(handle)
-                .serve(service)
-                .await?;
-        }
+    if let Some((listener, path)) = debug {
+        let router = Router::new().route(&path, axum::routing::get(service::metrics::render));
+        let options = service::ServeOptions {
+            tls: None,
+            ..options.clone()
+        };
+        tokio::spawn(async move {
+            if let Err(e) =
+                service::serve(listener, router, options, service::shutdown_signal()).await
+            {
+                tracing::error!("metrics listener failed: {e}");
+            }
+        });
     }
+    service::serve(listener, app, options, service::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -190,7 +193,9 @@ fn spawn_maintenance(state: &AppState) {
             loop {
                 ticker.tick().await;
                 let opts = opts.clone();
-                match storage.run(move |s| s.gc(&opts)).await {
+                let result = storage.run(move |s| s.gc(&opts)).await;
+                record_gc(what, result.as_ref().ok());
+                match result {
                     Ok(report) => tracing::info!(
                         "scheduled {what}: {}",
                         report.to_string().replace('\n', "; ")
@@ -202,21 +207,22 @@ fn spawn_maintenance(state: &AppState) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = ctrl_c.await;
-            return;
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+/// Counts a scheduled collection: runs by job and outcome, what it freed.
+fn record_gc(job: &'static str, report: Option<&storage::gc::GcReport>) {
+    let job = if job == "upload purging" {
+        "uploadpurging"
+    } else {
+        "gc"
+    };
+    let Some(r) = report else {
+        metrics::counter!("registry_gc_runs_total", "job" => job, "result" => "error").increment(1);
+        return;
+    };
+    metrics::counter!("registry_gc_runs_total", "job" => job, "result" => "ok").increment(1);
+    if !r.dry_run {
+        metrics::counter!("registry_gc_bytes_freed_total", "job" => job)
+            .increment(r.bytes_freed + r.upload_bytes_freed);
+        metrics::counter!("registry_gc_blobs_deleted_total", "job" => job)
+            .increment(r.blobs_deleted as u64);
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -38,7 +38,44 @@ pub async fn post(
     respond(handle_post(&state, client, &headers, body).await)
 }
 
+/// Tokens handed out, and requests refused by why (bad credentials and
+/// throttling are the login failures and throttles an operator watches).
+static ISSUED: service::metrics::LazyCounter =
+    service::metrics::LazyCounter::new(|| metrics::counter!("authd_tokens_issued_total"));
+static REFRESH_ISSUED: service::metrics::LazyCounter =
+    service::metrics::LazyCounter::new(|| metrics::counter!("authd_refresh_tokens_issued_total"));
+static REFUSED: [service::metrics::LazyCounter; 4] = [
+    service::metrics::LazyCounter::new(
+        || metrics::counter!("authd_token_requests_refused_total", "reason" => "login_failed"),
+    ),
+    service::metrics::LazyCounter::new(
+        || metrics::counter!("authd_token_requests_refused_total", "reason" => "throttled"),
+    ),
+    service::metrics::LazyCounter::new(
+        || metrics::counter!("authd_token_requests_refused_total", "reason" => "bad_request"),
+    ),
+    service::metrics::LazyCounter::new(
+        || metrics::counter!("authd_token_requests_refused_total", "reason" => "error"),
+    ),
+];
+
+fn count(result: &Result<TokenResponse, Error>) {
+    match result {
+        Ok(body) => {
+            ISSUED.increment(1);
+            if body.refresh_token.is_some() {
+                REFRESH_ISSUED.increment(1);
+            }
+        }
+        Err(Error::Unauthorized(_)) => REFUSED[0].increment(1),
+        Err(Error::TooManyRequests { .. }) => REFUSED[1].increment(1),
+        Err(Error::BadRequest { .. }) => REFUSED[2].increment(1),
+        Err(_) => REFUSED[3].increment(1),
+    }
+}
+
 fn respond(result: Result<TokenResponse, Error>) -> Response {
+    count(&result);
     match result {
         Ok(body) => {
             let mut response = Json(body).into_response();

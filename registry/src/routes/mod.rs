@@ -13,29 +13,33 @@ mod referrers;
 mod tags;
 mod uploads;
 
-use std::time::Instant;
-
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
-use token::Action;
 
 use crate::auth::{Caller, Requirement};
 use crate::error::{Error, ErrorCode, Result};
 use crate::state::AppState;
 pub use path::Endpoint;
+use path::Target;
+use service::http::{RouteLabel, Subject};
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 const API_VERSION_VALUE: HeaderValue = HeaderValue::from_static("registry/2.0");
 
-/// The registry's router.
+/// The registry's router, with `/metrics` when it is served on the main
+/// listener.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let crate::config::Metrics::Main { path } = &state.config.metrics {
+        router = router.route(path, get(service::metrics::render));
+    }
+    router
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
@@ -51,11 +55,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Headers on every response: the API version and the operator's
-/// `http.headers`; plus the access log line.
+/// `http.headers`.
 async fn common_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
     let mut resp = next.run(req).await;
     let headers = resp.headers_mut();
     headers.insert(API_VERSION, API_VERSION_VALUE);
@@ -67,27 +68,44 @@ async fn common_headers(State(state): State<AppState>, req: Request, next: Next)
             headers.insert(n, v);
         }
     }
-    if state.config.access_log {
-        tracing::info!(
-            target: "access",
-            %method,
-            path,
-            status = resp.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-        );
-    }
     resp
+}
+
+/// The metrics label of a request no endpoint answered (the `/v2` ones
+/// name theirs in the response).
+pub fn classify(path: &str) -> &'static str {
+    if path == "/v2" || path.starts_with("/v2/") {
+        "invalid"
+    } else {
+        "other"
+    }
 }
 
 /// Entry point of every `/v2` request.
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    match route(state, req).await {
+    let mut label = "invalid";
+    let mut subject = None;
+    let mut resp = match route(state, req, &mut label, &mut subject).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
+    };
+    resp.extensions_mut().insert(RouteLabel(label));
+    if let Some(s) = subject {
+        resp.extensions_mut().insert(Subject(s));
     }
+    resp
 }
 
-async fn route(state: AppState, req: Request) -> Result<Response> {
+/// Requests sending blob data right now.
+static UPLOADS_IN_PROGRESS: service::metrics::LazyGauge =
+    service::metrics::LazyGauge::new(|| metrics::gauge!("registry_uploads_in_progress"));
+
+async fn route(
+    state: AppState,
+    req: Request,
+    label: &mut &'static str,
+    subject: &mut Option<String>,
+) -> Result<Response> {
     let (mut parts, body) = req.into_parts();
     let method = parts.method.clone();
     let after = parts.uri.path().strip_prefix("/v2").unwrap_or_default();
@@ -96,52 +114,36 @@ async fn route(state: AppState, req: Request) -> Result<Response> {
     // CORS preflights carry no credentials; answer them with the
     // configured headers (added by the middleware) and nothing else.
     if method == Method::OPTIONS {
+        *label = "options";
         return Ok(StatusCode::OK.into_response());
     }
     let endpoint = path::parse(&rest).map_err(|e| manifests::unparsable_reference(e, &method))?;
+    let spec = endpoint.spec();
+    *label = spec.name;
     let caller = <Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(
         &mut parts, &state,
     )
     .await?;
+    *subject = match &caller {
+        Caller::User(name) => Some(name.clone()),
+        Caller::Token(v) if !v.subject.is_empty() => Some(v.subject.clone()),
+        _ => None,
+    };
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let headers = parts.headers;
     let is_head = method == Method::HEAD;
 
-    use Endpoint as E;
-    let required: &[Action] = match (&endpoint, &method) {
-        (E::Base | E::Catalog, _) => &[],
-        (_, &Method::GET | &Method::HEAD) => &[Action::Pull],
-        (_, &Method::POST | &Method::PUT | &Method::PATCH) => &[Action::Pull, Action::Push],
-        // Deleting a whole repository is for whoever holds everything on it.
-        (E::Repository(_), _) => &[Action::All],
-        (_, &Method::DELETE) => &[Action::Delete],
-        _ => &[],
-    };
-    let allowed: &[Method] = match &endpoint {
-        E::Base | E::Catalog | E::Tags(_) | E::Referrers(..) => &[Method::GET, Method::HEAD],
-        E::Manifest(..) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
-        E::Blob(..) => &[Method::GET, Method::HEAD, Method::DELETE],
-        E::UploadStart(_) => &[Method::POST],
-        E::Upload(..) => &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE],
-        E::Repository(_) => &[Method::DELETE],
-    };
-    if !allowed.contains(&method) {
-        let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    let Some(required) = endpoint.required(&method) else {
+        let list: Vec<&str> = spec.methods.iter().map(|(m, _)| m.as_str()).collect();
         return Err(
             Error::unsupported(format!("method {method} is not allowed here"))
                 .with_header(ALLOW, &list.join(", ")),
         );
-    }
-    let requirement = match &endpoint {
-        E::Base => Requirement::Authenticated,
-        E::Catalog => Requirement::Catalog,
-        E::Manifest(name, _)
-        | E::Blob(name, _)
-        | E::UploadStart(name)
-        | E::Upload(name, _)
-        | E::Tags(name)
-        | E::Referrers(name, _)
-        | E::Repository(name) => Requirement::Repository(name, required),
+    };
+    let requirement = match (spec.target, endpoint.repository()) {
+        (Target::Repository, Some(name)) => Requirement::Repository(name, required),
+        (Target::Catalog, _) => Requirement::Catalog,
+        _ => Requirement::Authenticated,
     };
     let granted = caller.authorize(&state, &requirement)?;
     if state.config.read_only && !matches!(method, Method::GET | Method::HEAD) {
@@ -151,6 +153,12 @@ async fn route(state: AppState, req: Request) -> Result<Response> {
         ));
     }
 
+    use Endpoint as E;
+    let _uploading = matches!(
+        (&endpoint, &method),
+        (E::UploadStart(_), _) | (E::Upload(..), &Method::PATCH | &Method::PUT)
+    )
+    .then(|| UPLOADS_IN_PROGRESS.enter());
     match (endpoint, method) {
         (E::Base, _) => Ok(json_response(StatusCode::OK, b"{}".to_vec())),
         (E::Catalog, _) => catalog::list(&state, &granted, &caller, &query).await,

@@ -6,6 +6,8 @@
 //! ID contains `%`, so any percent-encoding is refused instead of decoded —
 //! `%2e%2e` never becomes `..`.
 
+use http::Method;
+use token::Action;
 use uuid::Uuid;
 
 use crate::error::{Error, ErrorCode};
@@ -31,6 +33,133 @@ pub enum Endpoint {
     Referrers(RepoName, Digest),
     /// `/v2/<name>/`: the repository itself (our extension, for deleting it).
     Repository(RepoName),
+}
+
+/// What an endpoint is, in one place: its name (the metrics label), what
+/// it is authorised against, and per allowed method (in the order of the
+/// `Allow` header) the actions the caller needs.
+#[derive(Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    pub target: Target,
+    pub methods: &'static [(Method, &'static [Action])],
+}
+
+/// What an endpoint's actions apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Any authenticated caller (`/v2/`).
+    Authenticated,
+    /// The catalog.
+    Catalog,
+    /// The endpoint's repository.
+    Repository,
+}
+
+const NONE: &[Action] = &[];
+const PULL: &[Action] = &[Action::Pull];
+const PUSH: &[Action] = &[Action::Pull, Action::Push];
+const DELETE: &[Action] = &[Action::Delete];
+// Deleting a whole repository is for whoever holds everything on it.
+const ALL: &[Action] = &[Action::All];
+
+static BASE: Spec = Spec {
+    name: "base",
+    target: Target::Authenticated,
+    methods: &[(Method::GET, NONE), (Method::HEAD, NONE)],
+};
+static CATALOG: Spec = Spec {
+    name: "catalog",
+    target: Target::Catalog,
+    methods: &[(Method::GET, NONE), (Method::HEAD, NONE)],
+};
+static MANIFEST: Spec = Spec {
+    name: "manifest",
+    target: Target::Repository,
+    methods: &[
+        (Method::GET, PULL),
+        (Method::HEAD, PULL),
+        (Method::PUT, PUSH),
+        (Method::DELETE, DELETE),
+    ],
+};
+static BLOB: Spec = Spec {
+    name: "blob",
+    target: Target::Repository,
+    methods: &[
+        (Method::GET, PULL),
+        (Method::HEAD, PULL),
+        (Method::DELETE, DELETE),
+    ],
+};
+static UPLOAD_START: Spec = Spec {
+    name: "upload_start",
+    target: Target::Repository,
+    methods: &[(Method::POST, PUSH)],
+};
+static UPLOAD: Spec = Spec {
+    name: "upload",
+    target: Target::Repository,
+    methods: &[
+        (Method::GET, PULL),
+        (Method::PATCH, PUSH),
+        (Method::PUT, PUSH),
+        (Method::DELETE, DELETE),
+    ],
+};
+static TAGS: Spec = Spec {
+    name: "tags",
+    target: Target::Repository,
+    methods: &[(Method::GET, PULL), (Method::HEAD, PULL)],
+};
+static REFERRERS: Spec = Spec {
+    name: "referrers",
+    target: Target::Repository,
+    methods: &[(Method::GET, PULL), (Method::HEAD, PULL)],
+};
+static REPOSITORY: Spec = Spec {
+    name: "repository",
+    target: Target::Repository,
+    methods: &[(Method::DELETE, ALL)],
+};
+
+impl Endpoint {
+    pub fn spec(&self) -> &'static Spec {
+        match self {
+            Endpoint::Base => &BASE,
+            Endpoint::Catalog => &CATALOG,
+            Endpoint::Manifest(..) => &MANIFEST,
+            Endpoint::Blob(..) => &BLOB,
+            Endpoint::UploadStart(_) => &UPLOAD_START,
+            Endpoint::Upload(..) => &UPLOAD,
+            Endpoint::Tags(_) => &TAGS,
+            Endpoint::Referrers(..) => &REFERRERS,
+            Endpoint::Repository(_) => &REPOSITORY,
+        }
+    }
+
+    /// The repository the endpoint is about, if any.
+    pub fn repository(&self) -> Option<&RepoName> {
+        match self {
+            Endpoint::Base | Endpoint::Catalog => None,
+            Endpoint::Manifest(name, _)
+            | Endpoint::Blob(name, _)
+            | Endpoint::UploadStart(name)
+            | Endpoint::Upload(name, _)
+            | Endpoint::Tags(name)
+            | Endpoint::Referrers(name, _)
+            | Endpoint::Repository(name) => Some(name),
+        }
+    }
+
+    /// The actions `method` needs here; `None` when it is not allowed.
+    pub fn required(&self, method: &Method) -> Option<&'static [Action]> {
+        self.spec()
+            .methods
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, actions)| *actions)
+    }
 }
 
 fn not_found(path: &str) -> Error {
@@ -135,6 +264,39 @@ mod tests {
             parse("manifests/blobs/manifests/v1").unwrap(),
             Endpoint::Manifest(name("manifests/blobs"), Reference::parse("v1").unwrap())
         );
+    }
+
+    #[test]
+    fn specs_name_every_endpoint_once() {
+        let id = Uuid::new_v4();
+        let all = [
+            parse("").unwrap(),
+            parse("_catalog").unwrap(),
+            parse("a/manifests/v1").unwrap(),
+            parse(&format!("a/blobs/{D}")).unwrap(),
+            parse("a/blobs/uploads/").unwrap(),
+            parse(&format!("a/blobs/uploads/{id}")).unwrap(),
+            parse("a/tags/list").unwrap(),
+            parse(&format!("a/referrers/{D}")).unwrap(),
+            parse("a/").unwrap(),
+        ];
+        let mut names: Vec<&str> = all.iter().map(|e| e.spec().name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "{names:?}");
+        for e in &all {
+            assert!(!e.spec().methods.is_empty());
+            assert_eq!(
+                e.repository().is_some(),
+                e.spec().target == Target::Repository
+            );
+        }
+        let manifest = &all[2];
+        assert_eq!(manifest.required(&Method::GET), Some(PULL));
+        assert_eq!(manifest.required(&Method::PUT), Some(PUSH));
+        assert_eq!(manifest.required(&Method::DELETE), Some(DELETE));
+        assert_eq!(manifest.required(&Method::POST), None);
+        assert_eq!(all[8].required(&Method::DELETE), Some(ALL));
     }
 
     #[test]
