@@ -17,8 +17,9 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::db::users::{self, Changes, UserView};
 use crate::error::Error;
-use crate::grants::{GrantView, check_user_name};
+use crate::grants::{GrantView, parse_grant};
 use crate::keys::KeyStore;
+use crate::names::check_user_name;
 
 /// Actor recorded in the audit log for CLI changes.
 const ACTOR: &str = "cli";
@@ -313,8 +314,7 @@ async fn grant(cmd: GrantCommand, config: &Config) -> anyhow::Result<()> {
             actions,
         } => {
             let actions: Vec<String> = actions.into_iter().collect();
-            let (target, set) =
-                crate::routes::admin::parse_grant(&subject, None, &pattern, &actions)?;
+            let (target, set) = parse_grant(&subject, None, &pattern, &actions)?;
             let (g, created) =
                 crate::db::grants::upsert(&db, &subject, &target, set, ACTOR).await?;
             let v = GrantView::from(&g);

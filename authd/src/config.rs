@@ -409,7 +409,7 @@ impl Config {
                 "service and issuer must not be empty".into(),
             ));
         }
-        if !crate::grants::is_valid_user_name(&self.admin.user) {
+        if !crate::names::is_valid_user_name(&self.admin.user) {
             return Err(ConfigError::Invalid(format!(
                 "admin.user {:?} is not a valid user name",
                 self.admin.user

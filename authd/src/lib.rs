@@ -6,17 +6,22 @@
 //! serves it until SIGTERM or SIGINT. The `authd` binary only parses its
 //! command line and calls [`cli::run`].
 
+pub mod actions;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod grant_cache;
 pub mod grants;
 pub mod htpasswd;
 pub mod keys;
 pub mod login;
+pub mod names;
 pub mod password;
+pub mod policy;
 pub mod routes;
 pub mod state;
+pub mod target;
 pub mod throttle;
 pub mod token;
 pub mod util;

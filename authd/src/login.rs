@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::db::users::{self, User};
 use crate::error::Error;
-use crate::grants::is_valid_user_name;
+use crate::names::is_valid_user_name;
 use crate::password::{self, HashFormat, Hasher, MAX_PASSWORD_LEN};
 use crate::throttle::Throttle;
 

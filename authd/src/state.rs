@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::db::{Db, users};
-use crate::grants::GrantCache;
+use crate::grant_cache::GrantCache;
 use crate::keys::KeyStore;
 use crate::login::Authenticator;
 

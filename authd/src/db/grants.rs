@@ -2,8 +2,11 @@
 //! token request by subject.
 
 use super::{Db, audit};
+use crate::actions::ActionSet;
 use crate::error::Error;
-use crate::grants::{ANONYMOUS, ActionSet, Grant, Target};
+use crate::grants::Grant;
+use crate::names::ANONYMOUS;
+use crate::target::Target;
 use crate::util::now;
 
 #[derive(sqlx::FromRow)]

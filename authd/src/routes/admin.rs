@@ -18,8 +18,9 @@ use super::{ApiJson, ClientAddr, Credentials, Params, body_error};
 use crate::db::users::{self, Changes, UserView};
 use crate::db::{audit, grants as grant_db, refresh_tokens};
 use crate::error::Error;
-use crate::grants::{ActionSet, GrantView, Target, check_subject, check_user_name};
+use crate::grants::{GrantView, parse_grant};
 use crate::htpasswd;
+use crate::names::check_user_name;
 use crate::state::AppState;
 
 /// An authenticated admin; `actor` is what the audit log records.
@@ -218,41 +219,6 @@ pub struct NewGrant {
     actions: Vec<String>,
     #[serde(rename = "type")]
     resource_type: Option<String>,
-}
-
-/// Checks a grant given through the API or CLI and returns its parts.
-pub fn parse_grant(
-    subject: &str,
-    resource_type: Option<&str>,
-    pattern: &str,
-    actions: &[String],
-) -> Result<(Target, ActionSet), Error> {
-    check_subject(subject)?;
-    let target = Target::parse(resource_type, pattern)?;
-    if subject == crate::grants::ANONYMOUS && pattern.contains(crate::grants::USER_PLACEHOLDER) {
-        return Err(Error::bad_request(
-            "invalid_pattern",
-            "anonymous requests have no user: ${user} cannot be used",
-        ));
-    }
-    let actions = match (&target, actions.is_empty()) {
-        (Target::Catalog, true) => ActionSet::ALL,
-        (_, true) => {
-            return Err(Error::bad_request(
-                "invalid_actions",
-                "actions are required (pull, push, delete or *)",
-            ));
-        }
-        (_, false) => ActionSet::parse(actions.iter().flat_map(|a| a.split(',')))
-            .map_err(|e| Error::bad_request("invalid_actions", e))?,
-    };
-    if target == Target::Catalog && actions != ActionSet::ALL {
-        return Err(Error::bad_request(
-            "invalid_actions",
-            "the catalog grant takes the action * only",
-        ));
-    }
-    Ok((target, actions))
 }
 
 pub async fn create_grant(

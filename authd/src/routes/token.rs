@@ -13,7 +13,7 @@ use token::Scope;
 use super::{ClientAddr, Credentials, Params, body_error};
 use crate::db::users::User;
 use crate::error::Error;
-use crate::grants::{self, Principal};
+use crate::policy::{self, Principal};
 use crate::state::AppState;
 use crate::token::{self as issuing, TokenResponse};
 
@@ -176,13 +176,13 @@ async fn issue(
     let access = if scopes.is_empty() {
         Vec::new()
     } else if user.is_some_and(|u| u.is_admin) {
-        grants::authorize(principal, &[], scopes)?
+        policy::authorize(principal, &[], scopes)?
     } else {
         let grants = state
             .grants
             .for_principal(&state.db, principal.name())
             .await?;
-        grants::authorize(principal, &grants, scopes)?
+        policy::authorize(principal, &grants, scopes)?
     };
     let mut response = issuing::issue(state, principal.name().unwrap_or(""), access)?;
     if let (Some(client_id), Some(user)) = (refresh_for, user) {
