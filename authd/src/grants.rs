@@ -1,5 +1,6 @@
-//! Grants: (subject, target, actions) rows as stored and shown, and the
-//! parsing of a grant given through the API or the CLI.
+//! Grants: (subject, target, actions) rows as stored and shown, the
+//! parsing of a grant given through the API or the CLI, and a user's
+//! entitlements (its groups and every grant that applies to it).
 
 use serde::Serialize;
 
@@ -52,13 +53,23 @@ pub fn parse_grant(
     actions: &[String],
 ) -> Result<(Target, ActionSet), Error> {
     check_subject(subject)?;
-    let target = Target::parse(resource_type, pattern)?;
     if subject == ANONYMOUS && pattern.contains(USER_PLACEHOLDER) {
         return Err(Error::bad_request(
             "invalid_pattern",
             "anonymous requests have no user: ${user} cannot be used",
         ));
     }
+    parse_target_actions(resource_type, pattern, actions)
+}
+
+/// Checks a (target, actions) pair given through the API or CLI — of a
+/// grant or of an access token's scope.
+pub fn parse_target_actions(
+    resource_type: Option<&str>,
+    pattern: &str,
+    actions: &[String],
+) -> Result<(Target, ActionSet), Error> {
+    let target = Target::parse(resource_type, pattern)?;
     let actions = match (&target, actions.is_empty()) {
         (Target::Catalog, true) => ActionSet::ALL,
         (_, true) => {
@@ -77,4 +88,12 @@ pub fn parse_grant(
         ));
     }
     Ok((target, actions))
+}
+
+/// What applies to a user: its groups (as subjects, `@name`) and every
+/// grant whose subject covers it (its own, its groups', `*`, `anonymous`).
+#[derive(Debug, Default)]
+pub struct Entitlements {
+    pub groups: Vec<String>,
+    pub grants: Vec<Grant>,
 }

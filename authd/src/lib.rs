@@ -6,9 +6,11 @@
 //! serves it until SIGTERM or SIGINT. The `authd` binary only parses its
 //! command line and calls [`cli::run`].
 
+pub mod access_tokens;
 pub mod actions;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod grant_cache;
@@ -16,6 +18,7 @@ pub mod grants;
 pub mod htpasswd;
 pub mod keys;
 pub mod login;
+pub mod minting;
 pub mod names;
 pub mod password;
 pub mod policy;

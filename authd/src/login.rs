@@ -170,6 +170,11 @@ impl Authenticator {
         self.accept(user, client)
     }
 
+    /// The failure throttle, shared with the access-token check.
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
     fn accept(&self, user: User, client: IpAddr) -> Result<User, Error> {
         if user.disabled {
             return Err(Error::unauthorized(format!(

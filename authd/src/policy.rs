@@ -7,12 +7,19 @@
 //! matches any run of characters including `/`, and `${user}` stands for
 //! the signed-in user's name — or the catalog, `registry:catalog`. Admins
 //! hold everything, including `authd:admin:*`, which no grant can give.
+//! A subject `@team` covers the members of the group `team`.
+//!
+//! An access token narrows further: what a request made with one obtains is
+//! [`restrict`]ed to the token's scopes, evaluated at every request against
+//! the owner's current grants; [`check_within`] keeps a new token's scopes
+//! inside what its owner holds.
 
 use token::{Action, ResourceActions, Scope};
 
+use crate::access_tokens::TokenScope;
 use crate::actions::ActionSet;
 use crate::error::Error;
-use crate::grants::Grant;
+use crate::grants::{Entitlements, Grant};
 use crate::names::{ANONYMOUS, EVERYONE};
 use crate::target::{Target, expand_pattern, pattern_matches};
 
@@ -45,10 +52,24 @@ fn catalog_patterns(principal: Principal<'_>, grants: &[Grant]) -> Vec<ResourceA
 #[derive(Debug, Clone, Copy)]
 pub enum Principal<'a> {
     Anonymous,
-    User { name: &'a str, admin: bool },
+    /// A signed-in user and the groups it belongs to (as subjects, `@name`).
+    User {
+        name: &'a str,
+        admin: bool,
+        groups: &'a [String],
+    },
 }
 
-impl Principal<'_> {
+impl<'a> Principal<'a> {
+    /// The user `name` with the groups of its `entitlements`.
+    pub fn user(name: &'a str, admin: bool, entitlements: &'a Entitlements) -> Principal<'a> {
+        Principal::User {
+            name,
+            admin,
+            groups: &entitlements.groups,
+        }
+    }
+
     pub fn name(&self) -> Option<&str> {
         match self {
             Principal::Anonymous => None,
@@ -60,8 +81,11 @@ impl Principal<'_> {
     fn is_subject(&self, subject: &str) -> bool {
         match self {
             Principal::Anonymous => subject == ANONYMOUS,
-            Principal::User { name, .. } => {
-                subject == ANONYMOUS || subject == EVERYONE || subject == *name
+            Principal::User { name, groups, .. } => {
+                subject == ANONYMOUS
+                    || subject == EVERYONE
+                    || subject == *name
+                    || groups.iter().any(|g| g == subject)
             }
         }
     }
@@ -182,6 +206,96 @@ pub fn authorize(
     Ok(access)
 }
 
+/// Narrows an `access` claim computed for a token's owner to the token's
+/// scopes: repository actions to those a scope of the token also covers;
+/// the catalog only with a catalog scope (else the filtered form listing
+/// nothing); `authd:admin:*` only for a token made for the admin API.
+pub fn restrict(
+    access: Vec<ResourceActions>,
+    owner: &str,
+    scopes: &[TokenScope],
+    admin: bool,
+) -> Vec<ResourceActions> {
+    let catalog = scopes.iter().any(|s| s.target == Target::Catalog);
+    let mut narrowed = Vec::new();
+    for mut ra in access {
+        let kind = ra.resource_type.as_str();
+        if kind == "repository" {
+            let allowed = scopes
+                .iter()
+                .filter_map(|s| match &s.target {
+                    Target::Repository(p) if pattern_matches(p, Some(owner), &ra.name) => {
+                        Some(s.actions)
+                    }
+                    _ => None,
+                })
+                .fold(ActionSet::EMPTY, |a, b| a | b);
+            let star = ra.actions.iter().any(|a| a == "*");
+            let held = ActionSet::parse(ra.actions.iter().map(String::as_str)).unwrap_or_default()
+                & allowed;
+            if held == ActionSet::EMPTY {
+                continue;
+            }
+            ra.actions = if star && held == ActionSet::ALL {
+                vec!["*".to_owned()]
+            } else {
+                held.actions()
+                    .iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect()
+            };
+            narrowed.push(ra);
+        } else if kind == token::CATALOG_TYPE {
+            if !catalog {
+                ra.actions = Vec::new();
+            }
+            narrowed.push(ra);
+        } else if kind == token::REPOSITORY_PATTERN_TYPE {
+            if catalog {
+                narrowed.push(ra);
+            }
+        } else if kind == token::ADMIN_TYPE && admin {
+            narrowed.push(ra);
+        }
+    }
+    narrowed
+}
+
+/// Refuses token scopes wider than what `principal` holds through
+/// `grants`. A repository scope must be covered by grants that each match
+/// its whole pattern (a grant glob matches the scope's glob taken as a
+/// name: `*` covers `ci/*`, `ci/*` covers `ci/app`); scopes spanning
+/// several grants are refused, which errs on the safe side.
+pub fn check_within(
+    principal: Principal<'_>,
+    grants: &[Grant],
+    scopes: &[TokenScope],
+) -> Result<(), Error> {
+    for scope in scopes {
+        let (ok, what) = match &scope.target {
+            Target::Repository(p) => {
+                let name = expand_pattern(p, principal.name()).unwrap_or_default();
+                let held = repository_actions(principal, grants, &name);
+                (
+                    held.contains(scope.actions),
+                    format!("{name}:{}", scope.actions),
+                )
+            }
+            Target::Catalog => (
+                holds_catalog(principal, grants),
+                format!("{}:{}", token::CATALOG_TYPE, token::CATALOG_NAME),
+            ),
+        };
+        if !ok {
+            return Err(Error::forbidden(format!(
+                "token scope {what} is wider than what {:?} holds",
+                principal.name().unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +323,7 @@ mod tests {
         Principal::User {
             name: "alice",
             admin: false,
+            groups: &[],
         }
     }
 
@@ -292,6 +407,7 @@ mod tests {
         let bob = Principal::User {
             name: "bob",
             admin: false,
+            groups: &[],
         };
         // Without the catalog grant: the filtered form, with the patterns
         // bob may pull (here none, then his own namespace and a team).
@@ -322,6 +438,7 @@ mod tests {
         let root = Principal::User {
             name: "root",
             admin: true,
+            groups: &[],
         };
         assert_eq!(
             show(&authorize(root, &[], &req).unwrap()),
@@ -341,6 +458,7 @@ mod tests {
         let root = Principal::User {
             name: "root",
             admin: true,
+            groups: &[],
         };
         let access =
             authorize(root, &[], &scopes("repository:any/thing:pull,push,delete")).unwrap();
@@ -370,5 +488,118 @@ mod tests {
         }
         let many = vec!["repository:a:pull"; MAX_SCOPES + 1].join(" ");
         assert!(authorize(alice(), &grants, &scopes(&many)).is_err());
+    }
+
+    fn token_scopes(list: &[&str]) -> Vec<TokenScope> {
+        list.iter()
+            .map(|s| TokenScope::parse_cli(s).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn groups_add_their_grants() {
+        let grants = [
+            grant("@devs", "dev/*", "pull,push"),
+            grant("@ops", "ops/*", "pull"),
+            grant("@qa", "qa/*", "pull"),
+        ];
+        let groups = ["@devs".to_owned(), "@ops".to_owned()];
+        let gus = Principal::User {
+            name: "gus",
+            admin: false,
+            groups: &groups,
+        };
+        let req =
+            scopes("repository:dev/a:pull,push repository:ops/a:push,pull repository:qa/a:pull");
+        assert_eq!(
+            show(&authorize(gus, &grants, &req).unwrap()),
+            ["repository:dev/a:pull,push", "repository:ops/a:pull"]
+        );
+        // Not a member: nothing; a user named like a group does not exist.
+        assert!(authorize(alice(), &grants, &req).unwrap().is_empty());
+    }
+
+    #[test]
+    fn restrict_to_token_scopes() {
+        let grants = [
+            grant("alice", "ci/*", "pull,push"),
+            grant("alice", "other/*", "*"),
+            grant("alice", "catalog", "*"),
+        ];
+        let req = scopes(
+            "repository:ci/app:pull,push repository:other/app:* registry:catalog:* authd:admin:*",
+        );
+        let owner = authorize(alice(), &grants, &req).unwrap();
+        let ci = token_scopes(&["ci/*=pull,push", "other/*=pull"]);
+        assert_eq!(
+            show(&restrict(owner.clone(), "alice", &ci, false)),
+            [
+                "repository:ci/app:pull,push",
+                "repository:other/app:pull",
+                "registry:catalog:"
+            ]
+        );
+        // ${user} in a token scope is its owner; the catalog needs a scope.
+        let mine = token_scopes(&["${user}/*=*", "registry:catalog"]);
+        let req = scopes("repository:alice/x:* registry:catalog:*");
+        let own = authorize(
+            alice(),
+            &[grant("*", "${user}/*", "*"), grant("alice", "catalog", "*")],
+            &req,
+        )
+        .unwrap();
+        assert_eq!(
+            show(&restrict(own, "alice", &mine, false)),
+            ["repository:alice/x:*", "registry:catalog:*"]
+        );
+        // The admin scope only for an admin token (of an admin).
+        let root = Principal::User {
+            name: "root",
+            admin: true,
+            groups: &[],
+        };
+        let all = authorize(root, &[], &scopes("repository:a:pull authd:admin:*")).unwrap();
+        let any = token_scopes(&["*=pull"]);
+        assert_eq!(
+            show(&restrict(all.clone(), "root", &any, false)),
+            ["repository:a:pull"]
+        );
+        assert_eq!(
+            show(&restrict(all, "root", &any, true)),
+            ["repository:a:pull", "authd:admin:*"]
+        );
+    }
+
+    #[test]
+    fn token_scopes_stay_within_the_owner() {
+        let grants = [
+            grant("alice", "ci/*", "pull,push"),
+            grant("*", "${user}/*", "*"),
+            grant("anonymous", "public/*", "pull"),
+        ];
+        for ok in [
+            "ci/*=pull,push",
+            "ci/app=push",
+            "ci/a*=pull",
+            "${user}/*=*",
+            "alice/x=delete",
+            "public/*=pull",
+        ] {
+            assert!(
+                check_within(alice(), &grants, &token_scopes(&[ok])).is_ok(),
+                "{ok}"
+            );
+        }
+        for wide in [
+            "ci/*=delete",
+            "*=pull",
+            "c*=pull",
+            "bob/*=pull",
+            "public/*=push",
+            "registry:catalog",
+        ] {
+            let err = check_within(alice(), &grants, &token_scopes(&[wide])).unwrap_err();
+            assert_eq!(err.status(), 403, "{wide}");
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The admin API under `/api/v1`: users, grants, htpasswd import, refresh
-//! tokens and the audit log. Every handler takes [`Admin`], so a handler
+//! The admin API under `/api/v1`: users (and robots), grants, htpasswd
+//! import, refresh tokens and the audit log (access tokens and groups are
+//! in `tokens` and `groups`). Every handler takes [`Admin`], so a handler
 //! that compiles has already checked that the caller is an admin — by Basic
 //! credentials of an admin or by a bearer token from this authd carrying
 //! `authd:admin:*`.
@@ -42,10 +43,13 @@ impl FromRequestParts<AppState> for Admin {
                 ));
             }
             Credentials::Basic { user, password } => {
-                let user = state
-                    .auth
-                    .login(&state.db, &user, &password, client)
-                    .await?;
+                let caller = crate::credentials::check(state, &user, &password, client).await?;
+                if caller.token.as_ref().is_some_and(|t| !t.admin) {
+                    return Err(Error::forbidden(
+                        "this access token was not made for the admin API",
+                    ));
+                }
+                let user = caller.user;
                 if !user.is_admin {
                     return Err(Error::forbidden(format!(
                         "user {:?} is not an admin",
@@ -99,11 +103,14 @@ pub async fn list_users(_: Admin, State(state): State<AppState>) -> Result<Json<
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     name: String,
-    password: String,
+    /// Required, except for robots, which have none.
+    password: Option<String>,
     #[serde(default)]
     admin: bool,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    robot: bool,
 }
 
 pub async fn create_user(
@@ -112,7 +119,26 @@ pub async fn create_user(
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<Response, Error> {
     check_user_name(&body.name)?;
-    let hash = state.auth.hash_new(&body.password).await?;
+    let password = match (&body.password, body.robot) {
+        (Some(p), false) => p,
+        (None, true) => {
+            let robot =
+                users::create_robot(&state.db, &body.name, body.admin, &admin.actor).await?;
+            return Ok((StatusCode::CREATED, Json(user_json(&robot))).into_response());
+        }
+        (None, false) => {
+            return Err(Error::bad_request(
+                "invalid_json",
+                "invalid JSON body: missing field `password`",
+            ));
+        }
+        (Some(_), true) => {
+            return Err(Error::invalid_request(
+                "robots have no password: they log in with access tokens",
+            ));
+        }
+    };
+    let hash = state.auth.hash_new(password).await?;
     let user = users::create(
         &state.db,
         &body.name,
