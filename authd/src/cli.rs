@@ -1,7 +1,7 @@
 //! The command line: `serve`, and the admin commands that work directly on
 //! the database and key directory the server uses (found through the same
 //! `--config` file and `AUTHD_*` variables): `user`, `grant`,
-//! `import-htpasswd`, `audit` and `keys`.
+//! `import-htpasswd`, `audit` and `keys`; `token` and `group` are in [`access`].
 //!
 //! Passwords are read from stdin (`--password-stdin`) or prompted for on
 //! the terminal, never taken from the command line, where other users of
@@ -13,12 +13,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod access;
+
 use crate::config::Config;
 use crate::db::Db;
 use crate::db::users::{self, Changes, UserView};
 use crate::error::Error;
-use crate::grants::{GrantView, check_user_name};
+use crate::grants::{GrantView, parse_grant};
 use crate::keys::KeyStore;
+use crate::names::check_user_name;
 
 /// Actor recorded in the audit log for CLI changes.
 const ACTOR: &str = "cli";
@@ -49,6 +52,12 @@ pub enum Command {
     /// Manage grants.
     #[command(subcommand)]
     Grant(GrantCommand),
+    /// Manage access tokens (for CI jobs and robots).
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// Manage groups (grant subjects @NAME).
+    #[command(subcommand)]
+    Group(access::GroupCommand),
     /// Import users from an htpasswd file ("-" for stdin).
     ImportHtpasswd {
         file: PathBuf,
@@ -78,6 +87,16 @@ pub enum UserCommand {
         /// Read the password from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
+        /// A robot: no password, it logs in with its access tokens only.
+        #[arg(long, conflicts_with = "password_stdin")]
+        robot: bool,
+    },
+    /// Show a user, its groups and every grant that applies to it.
+    Show {
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a user, its grants and refresh tokens.
     Del { name: String },
@@ -210,6 +229,8 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => crate::run(config).await,
         Command::User(cmd) => user(cmd, &config).await,
         Command::Grant(cmd) => grant(cmd, &config).await,
+        Command::Token(cmd) => access::token(cmd, &config).await,
+        Command::Group(cmd) => access::group(cmd, &config).await,
         Command::ImportHtpasswd {
             file,
             skip_invalid,
@@ -267,7 +288,22 @@ async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()> {
         UserCommand::Add {
             name,
             admin,
+            robot: true,
+            ..
+        } => {
+            check_user_name(&name)?;
+            users::create_robot(&db, &name, admin, ACTOR).await?;
+            println!("created robot {name:?}; make it tokens with `authd token create`");
+        }
+        UserCommand::Show { name, json } => {
+            db.close().await;
+            return access::show_user(&name, json, config).await;
+        }
+        UserCommand::Add {
+            name,
+            admin,
             password_stdin,
+            robot: false,
         } => {
             check_user_name(&name)?;
             // Refuse a taken name before asking for a password.
@@ -348,8 +384,7 @@ async fn grant(cmd: GrantCommand, config: &Config) -> anyhow::Result<()> {
             actions,
         } => {
             let actions: Vec<String> = actions.into_iter().collect();
-            let (target, set) =
-                crate::routes::admin::parse_grant(&subject, None, &pattern, &actions)?;
+            let (target, set) = parse_grant(&subject, None, &pattern, &actions)?;
             let (g, created) =
                 crate::db::grants::upsert(&db, &subject, &target, set, ACTOR).await?;
             let v = GrantView::from(&g);

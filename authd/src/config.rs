@@ -27,6 +27,7 @@ pub struct Config {
     /// `iss` of issued tokens.
     pub issuer: String,
     pub token: TokenConfig,
+    pub access_tokens: AccessTokensConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
     pub password: PasswordConfig,
@@ -76,6 +77,25 @@ pub struct TokenConfig {
     pub kid_format: KidFormat,
     /// Refresh tokens unused for this many days stop working.
     pub refresh_ttl_days: u64,
+}
+
+/// Access tokens (`rgt_…`) for CI jobs and robots.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AccessTokensConfig {
+    /// Lifetime of a new token made without an expiry, days.
+    pub default_ttl_days: u64,
+    /// Whether tokens may be made that never expire (`expires_in: never`).
+    pub allow_never: bool,
+}
+
+impl Default for AccessTokensConfig {
+    fn default() -> AccessTokensConfig {
+        AccessTokensConfig {
+            default_ttl_days: 90,
+            allow_never: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -178,6 +198,7 @@ impl Default for Config {
             service: token::DEFAULT_SERVICE.into(),
             issuer: token::DEFAULT_ISSUER.into(),
             token: TokenConfig::default(),
+            access_tokens: AccessTokensConfig::default(),
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             password: PasswordConfig::default(),
@@ -346,6 +367,18 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
         c.token.refresh_ttl_days = number(v)?;
         Ok(())
     }),
+    ("AUTHD_ACCESS_TOKENS_DEFAULT_TTL_DAYS", |c, v| {
+        c.access_tokens.default_ttl_days = number(v)?;
+        Ok(())
+    }),
+    ("AUTHD_ACCESS_TOKENS_ALLOW_NEVER", |c, v| {
+        c.access_tokens.allow_never = match v.trim() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => return Err(format!("{v:?} is not true or false")),
+        };
+        Ok(())
+    }),
     ("AUTHD_TLS_CERTIFICATE", |c, v| {
         c.tls.certificate = Some(v.into());
         Ok(())
@@ -511,6 +544,11 @@ impl Config {
                 "token.refresh_ttl_days must be at least 1".into(),
             ));
         }
+        if !(1..=36_500).contains(&self.access_tokens.default_ttl_days) {
+            return Err(ConfigError::Invalid(
+                "access_tokens.default_ttl_days must be 1 to 36500".into(),
+            ));
+        }
         if self.tls.certificate.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls.certificate and tls.key must be given together".into(),
@@ -521,7 +559,7 @@ impl Config {
                 "service and issuer must not be empty".into(),
             ));
         }
-        if !crate::grants::is_valid_user_name(&self.admin.user) {
+        if !crate::names::is_valid_user_name(&self.admin.user) {
             return Err(ConfigError::Invalid(format!(
                 "admin.user {:?} is not a valid user name",
                 self.admin.user

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::db::Db;
 use crate::db::users::{self, ImportCounts};
 use crate::error::Error;
-use crate::grants::is_valid_user_name;
+use crate::names::is_valid_user_name;
 use crate::password::{HashError, HashFormat};
 
 /// One refused line.

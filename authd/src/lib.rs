@@ -6,17 +6,25 @@
 //! serves it until SIGTERM or SIGINT. The `authd` binary only parses its
 //! command line and calls [`cli::run`].
 
+pub mod access_tokens;
+pub mod actions;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod error;
+pub mod grant_cache;
 pub mod grants;
 pub mod htpasswd;
 pub mod keys;
 pub mod login;
+pub mod minting;
+pub mod names;
 pub mod password;
+pub mod policy;
 pub mod routes;
 pub mod state;
+pub mod target;
 pub mod throttle;
 pub mod token;
 pub mod util;

@@ -30,7 +30,7 @@ use crate::db::Db;
 use crate::db::audit;
 use crate::db::users::{self, User};
 use crate::error::Error;
-use crate::grants::MAX_USER_NAME_LEN;
+use crate::names::MAX_USER_NAME_LEN;
 use crate::password::{self, HashFormat, Hasher, MAX_PASSWORD_LEN};
 use crate::throttle::{Reservation, Throttle};
 
@@ -105,7 +105,7 @@ fn fingerprint(stored_hash: &str) -> [u8; 32] {
 }
 
 /// Whether `name` is worth a lookup: rows made before the lowercase rule
-/// (see `grants::is_valid_user_name`) must still log in, so only the
+/// (see `names::is_valid_user_name`) must still log in, so only the
 /// length is checked here; the lookup binds the name as a parameter.
 fn may_exist(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_USER_NAME_LEN
@@ -153,6 +153,11 @@ impl Authenticator {
     /// The batched audit writer of request-rate events (logins, tokens).
     pub fn audit(&self, db: &Db) -> &audit::Sink {
         self.inner.audit(db)
+    }
+
+    /// The failure throttle, shared with the access-token check.
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
     }
 
     /// An argon2id hash of a new password, after checking the password.

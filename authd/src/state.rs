@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::db::{Db, users};
-use crate::grants::GrantCache;
+use crate::grant_cache::GrantCache;
 use crate::keys::KeyStore;
 use crate::login::Authenticator;
 
@@ -55,7 +55,7 @@ impl AppState {
             .await?
             .into_iter()
             .map(|u| u.name)
-            .filter(|n| !crate::grants::is_valid_user_name(n))
+            .filter(|n| !crate::names::is_valid_user_name(n))
             .collect();
         if !outside_rule.is_empty() {
             tracing::warn!(

@@ -63,24 +63,33 @@ fn hash_refresh_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Creates a refresh token for `user`; returns the token, the only time it
-/// exists outside the client.
+/// Creates a refresh token for `user` (logged in with the access token
+/// `access_token_id`, if any); returns the token, the only time it exists
+/// outside the client.
 pub async fn create_refresh_token(
     app: &App,
     user: &User,
     client_id: &str,
+    access_token_id: Option<&str>,
 ) -> Result<String, Error> {
     let mut raw = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
     let token = B64URL.encode(raw);
-    let id =
-        refresh_tokens::insert(&app.db, user.id, &hash_refresh_token(&token), client_id).await?;
+    let id = refresh_tokens::insert(
+        &app.db,
+        user.id,
+        &hash_refresh_token(&token),
+        client_id,
+        access_token_id,
+    )
+    .await?;
     tracing::info!(user = %user.name, client_id = %client_id.escape_debug(), token_id = %id, "refresh token issued");
     Ok(token)
 }
 
-/// The user a refresh token stands for, or a 401.
-pub async fn redeem_refresh_token(app: &App, token: &str) -> Result<User, Error> {
+/// The user a refresh token stands for and the access token its login was
+/// made with (if any), or a 401.
+pub async fn redeem_refresh_token(app: &App, token: &str) -> Result<(User, Option<String>), Error> {
     let invalid = || Error::unauthorized("invalid or expired refresh token");
     if token.is_empty() || token.len() > MAX_REFRESH_TOKEN_LEN {
         return Err(invalid());
@@ -101,7 +110,7 @@ pub async fn redeem_refresh_token(app: &App, token: &str) -> Result<User, Error>
         )));
     }
     refresh_tokens::touch(&app.db, &found).await?;
-    Ok(found.user)
+    Ok((found.user, found.access_token_id))
 }
 
 #[cfg(test)]
@@ -136,9 +145,11 @@ mod tests {
         let admin = crate::db::users::get_existing(&app.db, "admin")
             .await
             .unwrap();
-        let token = create_refresh_token(&app, &admin, "test").await.unwrap();
+        let token = create_refresh_token(&app, &admin, "test", None)
+            .await
+            .unwrap();
         assert_eq!(
-            redeem_refresh_token(&app, &token).await.unwrap().name,
+            redeem_refresh_token(&app, &token).await.unwrap().0.name,
             "admin"
         );
         // Used 89 days ago: still good, and the use is recorded.
@@ -169,9 +180,13 @@ mod tests {
         let admin = crate::db::users::get_existing(&app.db, "admin")
             .await
             .unwrap();
-        let first = create_refresh_token(&app, &admin, "old").await.unwrap();
+        let first = create_refresh_token(&app, &admin, "old", None)
+            .await
+            .unwrap();
         for _ in 0..refresh_tokens::MAX_PER_USER {
-            create_refresh_token(&app, &admin, "new").await.unwrap();
+            create_refresh_token(&app, &admin, "new", None)
+                .await
+                .unwrap();
         }
         let listed = refresh_tokens::list_for_user(&app.db, admin.id)
             .await

@@ -5,8 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use authd::grants::is_valid_user_name;
 use authd::htpasswd;
+use authd::names::is_valid_user_name;
 use authd::password::{self, HashError, HashFormat};
 use authd::routes::{Credentials, Params, admin::audit_filter};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

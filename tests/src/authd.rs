@@ -8,8 +8,9 @@
 //! A few helpers cover what the token-flow tests do again and again: users
 //! and grants through the admin API (they apply at once, where CLI changes
 //! reach a running server within 2 s), htpasswd import and certificate export
-//! through the CLI, refresh tokens (list, revoke), access tokens from
-//! `GET /token`, and the registry `auth` sections that trust this authd.
+//! through the CLI, refresh tokens (list, revoke), access tokens (`rgt_…`,
+//! made through the admin API), JWTs from `GET /token`, and the registry
+//! `auth` sections that trust this authd.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -218,6 +219,49 @@ impl Authd {
             "POST /api/v1{path} {body}: {status}: {text}"
         );
         serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// An admin API request (`/api/v1{path}`) with an optional JSON body;
+    /// returns the status and the JSON answer (or `null`).
+    pub fn admin_call(&self, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let what = format!("{method} /api/v1{path}");
+        let mut req = self.admin_api().request(method, &format!("/api/v1{path}"));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Makes an access token of `owner` through the admin API: `scopes` are
+    /// (pattern, actions) pairs such as `("ci/*", "pull,push")`;
+    /// `expires_in` e.g. `"2s"` (default: the server's). Returns its id and
+    /// the token, the password to use.
+    pub fn access_token(
+        &self,
+        owner: &str,
+        name: &str,
+        scopes: &[(&str, &str)],
+        expires_in: Option<&str>,
+    ) -> (String, String) {
+        let scopes: Vec<Value> = scopes
+            .iter()
+            .map(|(p, a)| json!({ "pattern": p, "actions": a.split(',').collect::<Vec<_>>() }))
+            .collect();
+        let mut body = json!({ "name": name, "scopes": scopes });
+        if let Some(e) = expires_in {
+            body["expires_in"] = json!(e);
+        }
+        let made = self.admin_post(&format!("/users/{owner}/access-tokens"), &body);
+        let field = |k: &str| {
+            made[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {k} in {made}"))
+                .to_owned()
+        };
+        (field("id"), field("token"))
     }
 
     /// Creates a user through the admin API (applies at once).

@@ -10,6 +10,7 @@
 //!   same YAML config ([`RegistryBuilder::start_distribution`]).
 //! - [`Authd`]: our `authd` binary.
 //! - [`Dockerd`]: a private docker daemon (vfs, no iptables, own socket).
+//! - [`Containerd`]: a private containerd and its `ctr`.
 //! - [`Skopeo`], [`Podman`]: client wrappers with their own auth files.
 //! - [`fixtures`]: images made without network, htpasswd files.
 //! - [`mount::Tmpfs`]: a small filesystem for full-disk tests.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod authd;
 pub mod bins;
 pub mod clients;
+pub mod containerd;
 pub mod digest;
 pub mod dockerd;
 pub mod fixtures;
@@ -31,6 +33,7 @@ pub mod registry;
 pub use api::Api;
 pub use authd::{Authd, AuthdBuilder};
 pub use clients::{Podman, Skopeo};
+pub use containerd::Containerd;
 pub use dockerd::Dockerd;
 pub use process::{CommandExt, Daemon};
 pub use registry::{Auth, Impl, Registry, RegistryBuilder};

@@ -1,9 +1,12 @@
 //! The `grants` table: (subject, target, actions) rows, looked up on every
-//! token request by subject.
+//! token request by subject. A grant to a group (`@name`) needs the group.
 
-use super::{Db, audit};
+use super::{Db, audit, groups};
+use crate::actions::ActionSet;
 use crate::error::Error;
-use crate::grants::{ANONYMOUS, ActionSet, Grant, Target};
+use crate::grants::Grant;
+use crate::names::{ANONYMOUS, subject_group};
+use crate::target::Target;
 use crate::util::now;
 
 #[derive(sqlx::FromRow)]
@@ -38,15 +41,26 @@ macro_rules! select_grants {
     };
 }
 
-/// The grants that can apply to `user` (its own, `*` and `anonymous`), or
-/// to an anonymous request when `user` is `None`.
-pub async fn for_principal(db: &Db, user: Option<&str>) -> Result<Vec<Grant>, Error> {
+/// The grants that can apply to `user` (its own, its `groups`' — given as
+/// subjects, `@name` — `*` and `anonymous`), or to an anonymous request
+/// when `user` is `None`.
+pub async fn for_principal(
+    db: &Db,
+    user: Option<&str>,
+    groups: &[String],
+) -> Result<Vec<Grant>, Error> {
     let rows: Vec<Row> = match user {
         Some(name) => {
-            sqlx::query_as(select_grants!("WHERE subject IN (?, '*', 'anonymous')"))
-                .bind(name)
-                .fetch_all(db.reader())
-                .await?
+            // The groups as a JSON array: one statement whatever their number.
+            let groups = serde_json::to_string(groups).map_err(Error::internal)?;
+            sqlx::query_as(select_grants!(
+                "WHERE subject IN (?, '*', 'anonymous') \
+                 OR subject IN (SELECT value FROM json_each(?))"
+            ))
+            .bind(name)
+            .bind(groups)
+            .fetch_all(db.reader())
+            .await?
         }
         None => {
             sqlx::query_as(select_grants!("WHERE subject = ?"))
@@ -88,6 +102,13 @@ pub async fn upsert(
     let (kind, pattern) = target.parts();
     let actions_text = actions.to_string();
     let mut tx = db.begin_write().await?;
+    if let Some(group) = subject_group(subject)
+        && !groups::exists_in(&mut tx, group).await?
+    {
+        return Err(Error::not_found(format!(
+            "group {group:?} not found (create it first)"
+        )));
+    }
     let existing: Option<(i64,)> = sqlx::query_as(
         "SELECT id FROM grants WHERE subject = ? AND resource_type = ? AND pattern = ?",
     )

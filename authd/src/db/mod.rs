@@ -5,8 +5,10 @@
 //! (`BEGIN IMMEDIATE`) so that another process (the CLI) cannot deadlock
 //! them.
 
+pub mod access_tokens;
 pub mod audit;
 pub mod grants;
+pub mod groups;
 pub mod refresh_tokens;
 pub mod users;
 

@@ -1,5 +1,6 @@
-//! The `refresh_tokens` table: the SHA-256 of each refresh token, its owner
-//! and when it was last used. The token itself is never stored.
+//! The `refresh_tokens` table: the SHA-256 of each refresh token, its owner,
+//! the access token of the login that got it (if any) and when it was last
+//! used. The token itself is never stored.
 
 use serde::Serialize;
 
@@ -45,6 +46,8 @@ impl From<&RefreshToken> for RefreshTokenView {
 pub struct Found {
     pub token_id: String,
     pub token_last_used_at: i64,
+    /// The access token the login was made with: it bounds this token.
+    pub access_token_id: Option<String>,
     #[sqlx(flatten)]
     pub user: User,
 }
@@ -53,19 +56,21 @@ pub struct Found {
 /// this, so a client that logs in in a loop cannot fill the table.
 pub const MAX_PER_USER: i64 = 100;
 
-/// Stores a new token's hash; returns its public id.
+/// Stores a new token's hash; returns its public id. `access_token_id`:
+/// the access token the login was made with, whose revocation ends this.
 pub async fn insert(
     db: &Db,
     user_id: i64,
     token_hash: &[u8],
     client_id: &str,
+    access_token_id: Option<&str>,
 ) -> Result<String, Error> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let t = now();
     let mut tx = db.begin_write().await?;
     sqlx::query(
         "INSERT INTO refresh_tokens (id, user_id, token_hash, client_id, created_at, \
-         last_used_at) VALUES (?, ?, ?, ?, ?, ?)",
+         last_used_at, access_token_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&id)
     .bind(user_id)
@@ -73,6 +78,7 @@ pub async fn insert(
     .bind(client_id)
     .bind(t)
     .bind(t)
+    .bind(access_token_id)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -92,8 +98,9 @@ pub async fn insert(
 /// business).
 pub async fn find(db: &Db, token_hash: &[u8]) -> Result<Option<Found>, Error> {
     Ok(sqlx::query_as(
-        "SELECT t.id AS token_id, t.last_used_at AS token_last_used_at, u.id, u.name, \
-         u.password_hash, u.imported_hash, u.is_admin, u.disabled, u.password_changed_at, \
+        "SELECT t.id AS token_id, t.last_used_at AS token_last_used_at, t.access_token_id, \
+         u.id, u.name, u.password_hash, u.imported_hash, u.is_admin, u.is_robot, u.disabled, \
+         u.password_changed_at, \
          u.created_at, u.updated_at \
          FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
     )

@@ -18,6 +18,8 @@ pub struct User {
     pub password_hash: String,
     pub imported_hash: Option<String>,
     pub is_admin: bool,
+    /// Robots log in with their access tokens only.
+    pub is_robot: bool,
     pub disabled: bool,
     pub password_changed_at: i64,
     pub created_at: i64,
@@ -29,6 +31,7 @@ pub struct User {
 pub struct UserView {
     pub name: String,
     pub admin: bool,
+    pub robot: bool,
     pub disabled: bool,
     pub password_format: &'static str,
     pub created_at: String,
@@ -41,8 +44,13 @@ impl From<&User> for UserView {
         UserView {
             name: u.name.clone(),
             admin: u.is_admin,
+            robot: u.is_robot,
             disabled: u.disabled,
-            password_format: HashFormat::detect(&u.password_hash).map_or("unknown", |f| f.name()),
+            password_format: if u.is_robot {
+                "none"
+            } else {
+                HashFormat::detect(&u.password_hash).map_or("unknown", |f| f.name())
+            },
             created_at: rfc3339(u.created_at),
             updated_at: rfc3339(u.updated_at),
             password_changed_at: rfc3339(u.password_changed_at),
@@ -79,7 +87,7 @@ pub struct Skipped {
 macro_rules! select_users {
     ($rest:literal) => {
         concat!(
-            "SELECT id, name, password_hash, imported_hash, is_admin, disabled, \
+            "SELECT id, name, password_hash, imported_hash, is_admin, is_robot, disabled, \
              password_changed_at, created_at, updated_at FROM users ",
             $rest
         )
@@ -412,4 +420,48 @@ pub async fn import(
     .await?;
     tx.commit().await?;
     Ok(counts)
+}
+
+/// What robots have instead of a password hash: no password matches it.
+pub const NO_PASSWORD: &str = "!";
+
+/// Creates a robot: a user without a password, which logs in with its
+/// access tokens only. A taken name is a 409.
+pub async fn create_robot(db: &Db, name: &str, admin: bool, actor: &str) -> Result<User, Error> {
+    let mut tx = db.begin_write().await?;
+    let t = now();
+    let inserted = sqlx::query(
+        "INSERT INTO users (name, password_hash, is_admin, is_robot, disabled, \
+         password_changed_at, created_at, updated_at) VALUES (?, ?, ?, 1, 0, ?, ?, ?)",
+    )
+    .bind(name)
+    .bind(NO_PASSWORD)
+    .bind(admin)
+    .bind(t)
+    .bind(t)
+    .bind(t)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::conflict(
+                "user_exists",
+                format!("user {name:?} already exists"),
+            ));
+        }
+        other => {
+            other?;
+        }
+    }
+    audit::record(
+        &mut tx,
+        actor,
+        "user.create",
+        name,
+        if admin { "robot admin" } else { "robot" },
+    )
+    .await?;
+    let user = get_in(&mut tx, name).await?;
+    tx.commit().await?;
+    Ok(user)
 }

@@ -1,5 +1,6 @@
-//! The admin API under `/api/v1`: users, grants, htpasswd import, refresh
-//! tokens and the audit log. Every handler takes [`Admin`], so a handler
+//! The admin API under `/api/v1`: users (and robots), grants, htpasswd
+//! import, refresh tokens and the audit log (access tokens and groups are
+//! in `tokens` and `groups`). Every handler takes [`Admin`], so a handler
 //! that compiles has already checked that the caller is an admin — by Basic
 //! credentials of an admin or by a bearer token from this authd carrying
 //! `authd:admin:*`.
@@ -16,8 +17,9 @@ use super::{ApiJson, ClientAddr, Credentials, Params};
 use crate::db::users::{self, Changes, UserView};
 use crate::db::{audit, grants as grant_db, refresh_tokens};
 use crate::error::Error;
-use crate::grants::{ActionSet, GrantView, Target, check_subject, check_user_name};
+use crate::grants::{GrantView, parse_grant};
 use crate::htpasswd;
+use crate::names::check_user_name;
 use crate::state::AppState;
 
 /// An authenticated admin; `actor` is what the audit log records.
@@ -39,10 +41,13 @@ impl FromRequestParts<AppState> for Admin {
                 ));
             }
             Credentials::Basic { user, password } => {
-                let user = state
-                    .auth
-                    .login(&state.db, &user, &password, client)
-                    .await?;
+                let caller = crate::credentials::check(state, &user, &password, client).await?;
+                if caller.token.as_ref().is_some_and(|t| !t.admin) {
+                    return Err(Error::forbidden(
+                        "this access token was not made for the admin API",
+                    ));
+                }
+                let user = caller.user;
                 if !user.is_admin {
                     return Err(Error::forbidden(format!(
                         "user {:?} is not an admin",
@@ -96,11 +101,14 @@ pub async fn list_users(_: Admin, State(state): State<AppState>) -> Result<Json<
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     name: String,
-    password: String,
+    /// Required, except for robots, which have none.
+    password: Option<String>,
     #[serde(default)]
     admin: bool,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    robot: bool,
 }
 
 pub async fn create_user(
@@ -109,7 +117,26 @@ pub async fn create_user(
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<Response, Error> {
     check_user_name(&body.name)?;
-    let hash = state.auth.hash_new(&body.password).await?;
+    let password = match (&body.password, body.robot) {
+        (Some(p), false) => p,
+        (None, true) => {
+            let robot =
+                users::create_robot(&state.db, &body.name, body.admin, &admin.actor).await?;
+            return Ok((StatusCode::CREATED, Json(user_json(&robot))).into_response());
+        }
+        (None, false) => {
+            return Err(Error::bad_request(
+                "invalid_json",
+                "invalid JSON body: missing field `password`",
+            ));
+        }
+        (Some(_), true) => {
+            return Err(Error::invalid_request(
+                "robots have no password: they log in with access tokens",
+            ));
+        }
+    };
+    let hash = state.auth.hash_new(password).await?;
     let user = users::create(
         &state.db,
         &body.name,
@@ -216,41 +243,6 @@ pub struct NewGrant {
     actions: Vec<String>,
     #[serde(rename = "type")]
     resource_type: Option<String>,
-}
-
-/// Checks a grant given through the API or CLI and returns its parts.
-pub fn parse_grant(
-    subject: &str,
-    resource_type: Option<&str>,
-    pattern: &str,
-    actions: &[String],
-) -> Result<(Target, ActionSet), Error> {
-    check_subject(subject)?;
-    let target = Target::parse(resource_type, pattern)?;
-    if subject == crate::grants::ANONYMOUS && pattern.contains(crate::grants::USER_PLACEHOLDER) {
-        return Err(Error::bad_request(
-            "invalid_pattern",
-            "anonymous requests have no user: ${user} cannot be used",
-        ));
-    }
-    let actions = match (&target, actions.is_empty()) {
-        (Target::Catalog, true) => ActionSet::ALL,
-        (_, true) => {
-            return Err(Error::bad_request(
-                "invalid_actions",
-                "actions are required (pull, push, delete or *)",
-            ));
-        }
-        (_, false) => ActionSet::parse(actions.iter().flat_map(|a| a.split(',')))
-            .map_err(|e| Error::bad_request("invalid_actions", e))?,
-    };
-    if target == Target::Catalog && actions != ActionSet::ALL {
-        return Err(Error::bad_request(
-            "invalid_actions",
-            "the catalog grant takes the action * only",
-        ));
-    }
-    Ok((target, actions))
 }
 
 pub async fn create_grant(

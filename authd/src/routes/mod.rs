@@ -3,9 +3,11 @@
 //! form bodies with size limits, and query parameters.
 
 pub mod admin;
+pub mod groups;
 pub mod health;
 pub mod jwks;
 pub mod token;
+pub mod tokens;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -14,7 +16,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
@@ -47,6 +49,24 @@ pub fn router(state: AppState) -> Router {
             post(admin::import_htpasswd).layer(DefaultBodyLimit::max(HTPASSWD_LIMIT)),
         )
         .route("/audit", get(admin::audit))
+        .route("/tokens", get(tokens::list_own).post(tokens::create_own))
+        .route("/tokens/{id}", delete(tokens::revoke_own))
+        .route("/access-tokens", get(tokens::list_all))
+        .route(
+            "/users/{name}/access-tokens",
+            get(tokens::list_for).post(tokens::create_for),
+        )
+        .route(
+            "/users/{name}/access-tokens/{id}",
+            delete(tokens::revoke_for),
+        )
+        .route("/users/{name}/permissions", get(groups::permissions))
+        .route("/groups", get(groups::list).post(groups::create))
+        .route("/groups/{name}", delete(groups::delete))
+        .route(
+            "/groups/{name}/members/{user}",
+            put(groups::add_member).delete(groups::remove_member),
+        )
         // No Basic challenge from the admin API: a browser would remember
         // the credentials and send them with cross-site requests.
         .layer(axum::middleware::map_response(no_basic_challenge));

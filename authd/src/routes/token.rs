@@ -11,9 +11,9 @@ use bytes::Bytes;
 use token::Scope;
 
 use super::{ClientAddr, Credentials, Params, body_error};
-use crate::db::users::User;
+use crate::credentials::{self, Caller};
 use crate::error::Error;
-use crate::grants::{self, Principal};
+use crate::policy::{self, Principal};
 use crate::state::AppState;
 use crate::token::{self as issuing, TokenResponse};
 
@@ -116,10 +116,7 @@ async fn handle_get(
     match Credentials::from_headers(headers)? {
         Credentials::None => issue(state, None, &scopes, None).await,
         Credentials::Basic { user, password } => {
-            let user = state
-                .auth
-                .login(&state.db, &user, &password, client)
-                .await?;
+            let user = credentials::check(state, &user, &password, client).await?;
             let offline = params.flag("offline_token");
             let client_id = params.first("client_id").unwrap_or("unknown");
             issue(state, Some(&user), &scopes, offline.then_some(client_id)).await
@@ -182,14 +179,14 @@ async fn handle_post(
                 "grant_type=password needs username and password",
             ));
         };
-        let user = state.auth.login(&state.db, name, password, client).await?;
+        let user = credentials::check(state, name, password, client).await?;
         let offline = params.first("access_type") == Some("offline");
         issue(state, Some(&user), &scopes, offline.then_some(client_id)).await
     } else {
         let token = params.first("refresh_token").ok_or_else(|| {
             Error::invalid_request("grant_type=refresh_token needs refresh_token")
         })?;
-        let user = issuing::redeem_refresh_token(state, token).await?;
+        let user = credentials::redeem_refresh_token(state, token).await?;
         issue(state, Some(&user), &scopes, None).await
     }
 }
@@ -231,44 +228,49 @@ fn audit_grant(
         .record("token", action, subject, &detail);
 }
 
-/// Signs a token for `user` (anonymous when `None`) with the requested
-/// scopes it holds, and a refresh token when `refresh_for` names a client.
+/// Signs a token for `caller` (anonymous when `None`) with the requested
+/// scopes it holds — within its access token's scopes when it used one —
+/// and a refresh token when `refresh_for` names a client.
 async fn issue(
     state: &AppState,
-    user: Option<&User>,
+    caller: Option<&Caller>,
     scopes: &[Scope],
     refresh_for: Option<&str>,
 ) -> Result<TokenResponse, Error> {
-    let principal = match user {
-        Some(u) => Principal::User {
-            name: &u.name,
-            admin: u.is_admin,
-        },
-        None => Principal::Anonymous,
-    };
+    let user = caller.map(|c| &c.user);
+    let name = user.map(|u| u.name.as_str());
     // A login (no scope) needs no grants, and admins hold everything.
-    let access = if scopes.is_empty() {
+    let mut access = if scopes.is_empty() {
         Vec::new()
-    } else if user.is_some_and(|u| u.is_admin) {
-        grants::authorize(principal, &[], scopes)?
     } else {
-        let grants = state
-            .grants
-            .for_principal(&state.db, principal.name())
-            .await?;
-        grants::authorize(principal, &grants, scopes)?
+        let entitlements = if user.is_some_and(|u| u.is_admin) {
+            std::sync::Arc::default()
+        } else {
+            state.grants.for_principal(&state.db, name).await?
+        };
+        let principal = match user {
+            Some(u) => Principal::user(&u.name, u.is_admin, &entitlements),
+            None => Principal::Anonymous,
+        };
+        policy::authorize(principal, &entitlements.grants, scopes)?
     };
+    let token = caller.and_then(|c| c.token.as_ref());
+    if let Some(t) = token {
+        access = policy::restrict(access, &t.owner, &t.scopes, t.admin);
+    }
     if !scopes.is_empty() {
         audit_grant(
             state,
-            principal.name().unwrap_or(grants::ANONYMOUS),
+            name.unwrap_or(crate::names::ANONYMOUS),
             scopes,
             &access,
         );
     }
-    let mut response = issuing::issue(state, principal.name().unwrap_or(""), access)?;
+    let mut response = issuing::issue(state, name.unwrap_or(""), access)?;
     if let (Some(client_id), Some(user)) = (refresh_for, user) {
-        response.refresh_token = Some(issuing::create_refresh_token(state, user, client_id).await?);
+        let from = token.map(|t| t.id.as_str());
+        response.refresh_token =
+            Some(issuing::create_refresh_token(state, user, client_id, from).await?);
     }
     Ok(response)
 }

@@ -35,14 +35,14 @@ use serde_json::Value;
 /// authd and a registry (ours, or distribution with `E2E_REGISTRY_IMPL`)
 /// that trusts it: realm, service and issuer of authd; keys from its JWKS
 /// URL (ours) or from `authd keys export-cert` (distribution).
-struct Stack {
-    authd: Authd,
-    reg: Registry,
+pub(crate) struct Stack {
+    pub(crate) authd: Authd,
+    pub(crate) reg: Registry,
     dir: tempfile::TempDir,
 }
 
 impl Stack {
-    fn start() -> Stack {
+    pub(crate) fn start() -> Stack {
         Self::start_with(Authd::builder().fast_password_hashing().start())
     }
 
@@ -54,13 +54,13 @@ impl Stack {
     }
 
     /// `host/name` as an image reference.
-    fn image(&self, name: &str) -> String {
+    pub(crate) fn image(&self, name: &str) -> String {
         format!("{}/{name}", self.reg.host())
     }
 
     /// The digest the registry reports for `repo:tag`, read with an admin
     /// token (`None`: no such manifest).
-    fn digest(&self, repo: &str, tag: &str) -> Option<String> {
+    pub(crate) fn digest(&self, repo: &str, tag: &str) -> Option<String> {
         let (user, password) = self.authd.admin_credentials();
         let token = self.authd.token(
             Some((&user, &password)),
@@ -88,7 +88,7 @@ fn stderr(out: &Output) -> String {
 /// client shows it (docker: `unauthorized` / `denied`; podman and skopeo:
 /// `unauthorized`, `authentication required`, `denied`), and not for some
 /// other reason such as a missing manifest.
-fn assert_refused(out: &Output, what: &str) {
+pub(crate) fn assert_refused(out: &Output, what: &str) {
     assert!(
         !out.status.success(),
         "{what}: succeeded but must be refused"
@@ -115,7 +115,7 @@ fn sorted(names: &[&str]) -> Vec<String> {
 }
 
 /// The JSON payload of a JWT (unverified; for messages and claim checks).
-fn jwt_claims(jwt: &str) -> Value {
+pub(crate) fn jwt_claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).expect("a JWT has a payload");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))

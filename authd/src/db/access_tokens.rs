@@ -1,0 +1,218 @@
+//! The `access_tokens` table: each token's owner, name, scopes, expiry, the
+//! SHA-256 of its secret, and its last use. Deleting a token (revocation)
+//! also deletes the refresh tokens handed out to logins made with it (the
+//! foreign key cascades).
+
+use super::users::User;
+use super::{Db, audit, is_unique_violation};
+use crate::access_tokens::{AccessToken, scopes_from_json};
+use crate::error::Error;
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    owner: String,
+    name: String,
+    scopes: String,
+    admin: bool,
+    created_by: String,
+    created_at: i64,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+    last_used_from: Option<String>,
+}
+
+impl From<Row> for AccessToken {
+    fn from(r: Row) -> AccessToken {
+        AccessToken {
+            scopes: scopes_from_json(&r.scopes),
+            id: r.id,
+            owner: r.owner,
+            name: r.name,
+            admin: r.admin,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            last_used_at: r.last_used_at,
+            last_used_from: r.last_used_from,
+        }
+    }
+}
+
+macro_rules! select_tokens {
+    ($rest:literal) => {
+        concat!(
+            "SELECT t.id, u.name AS owner, t.name, t.scopes, t.admin, t.created_by, ",
+            "t.created_at, t.expires_at, t.last_used_at, t.last_used_from ",
+            "FROM access_tokens t JOIN users u ON u.id = t.user_id ",
+            $rest
+        )
+    };
+}
+
+/// What a new token is made of.
+#[derive(Debug)]
+pub struct NewToken<'a> {
+    pub id: &'a str,
+    pub secret_hash: &'a [u8],
+    pub name: &'a str,
+    pub scopes_json: &'a str,
+    pub admin: bool,
+    pub expires_at: Option<i64>,
+}
+
+/// Stores a token of `owner`; a name the owner already uses is a 409.
+pub async fn insert(
+    db: &Db,
+    owner: &User,
+    new: &NewToken<'_>,
+    actor: &str,
+) -> Result<AccessToken, Error> {
+    let t = crate::util::now();
+    let mut tx = db.begin_write().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO access_tokens (id, user_id, name, secret_hash, scopes, admin, created_by, \
+         created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.id)
+    .bind(owner.id)
+    .bind(new.name)
+    .bind(new.secret_hash)
+    .bind(new.scopes_json)
+    .bind(new.admin)
+    .bind(actor)
+    .bind(t)
+    .bind(new.expires_at)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::conflict(
+                "token_exists",
+                format!(
+                    "user {:?} already has a token named {:?}",
+                    owner.name, new.name
+                ),
+            ));
+        }
+        other => {
+            other?;
+        }
+    }
+    audit::record(
+        &mut tx,
+        actor,
+        "access_token.create",
+        &owner.name,
+        &format!(
+            "{} {:?} {}{}",
+            new.id,
+            new.name,
+            new.scopes_json,
+            if new.admin { " admin" } else { "" }
+        ),
+    )
+    .await?;
+    let row: Row = sqlx::query_as(select_tokens!("WHERE t.id = ?"))
+        .bind(new.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+#[derive(sqlx::FromRow)]
+struct SecretRow {
+    #[sqlx(flatten)]
+    token: Row,
+    secret_hash: Vec<u8>,
+}
+
+/// The token with this id, its owner and its secret's hash. The owner is
+/// read afresh, so that a disable or delete applies at once.
+pub async fn find(db: &Db, id: &str) -> Result<Option<(User, AccessToken, Vec<u8>)>, Error> {
+    let found: Option<SecretRow> = sqlx::query_as(concat!(
+        "SELECT t.id, u.name AS owner, t.name, t.scopes, t.admin, t.created_by, ",
+        "t.created_at, t.expires_at, t.last_used_at, t.last_used_from, t.secret_hash ",
+        "FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(db.reader())
+    .await?;
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let Some(user) = super::users::get(db, &found.token.owner).await? else {
+        return Ok(None);
+    };
+    Ok(Some((user, found.token.into(), found.secret_hash)))
+}
+
+/// The token with this id, without its secret.
+pub async fn get(db: &Db, id: &str) -> Result<Option<AccessToken>, Error> {
+    let row: Option<Row> = sqlx::query_as(select_tokens!("WHERE t.id = ?"))
+        .bind(id)
+        .fetch_optional(db.reader())
+        .await?;
+    Ok(row.map(AccessToken::from))
+}
+
+/// Records a use.
+pub async fn touch(db: &Db, id: &str, at: i64, from: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE access_tokens SET last_used_at = ?, last_used_from = ? WHERE id = ?")
+        .bind(at)
+        .bind(from)
+        .bind(id)
+        .execute(&db.write)
+        .await?;
+    Ok(())
+}
+
+/// The tokens of one owner, or of everyone, by owner and creation.
+pub async fn list(db: &Db, owner: Option<&str>) -> Result<Vec<AccessToken>, Error> {
+    let rows: Vec<Row> = match owner {
+        Some(name) => {
+            sqlx::query_as(select_tokens!(
+                "WHERE u.name = ? ORDER BY t.created_at, t.id"
+            ))
+            .bind(name)
+            .fetch_all(db.reader())
+            .await?
+        }
+        None => {
+            sqlx::query_as(select_tokens!("ORDER BY u.name, t.created_at, t.id"))
+                .fetch_all(db.reader())
+                .await?
+        }
+    };
+    Ok(rows.into_iter().map(AccessToken::from).collect())
+}
+
+/// Revokes token `id` (of `owner` when given); a 404 when there is none.
+pub async fn delete(db: &Db, id: &str, owner: Option<&str>, actor: &str) -> Result<(), Error> {
+    let mut tx = db.begin_write().await?;
+    let row: Option<Row> = sqlx::query_as(select_tokens!("WHERE t.id = ?"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row.filter(|r| owner.is_none_or(|o| o == r.owner)) else {
+        return Err(Error::not_found(match owner {
+            Some(o) => format!("user {o:?} has no access token {id:?}"),
+            None => format!("access token {id:?} not found"),
+        }));
+    };
+    sqlx::query("DELETE FROM access_tokens WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        actor,
+        "access_token.revoke",
+        &row.owner,
+        &format!("{id} {:?}", row.name),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
