@@ -272,6 +272,13 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         signal_group(pid, Signal::SIGKILL);
+        // SIGKILL is delivered asynchronously: wait (bounded) until the
+        // group's other members are gone too, while the unreaped leader
+        // still keeps its process group id from being reused.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !process_group_members(pid).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let status = self.child.wait().ok();
         self.stopped = true;
         status
