@@ -6,7 +6,7 @@
 
 use clap::Subcommand;
 
-use super::{ACTOR, open_db, print_json};
+use super::{ACTOR, open_db, print_grants, print_json};
 use crate::access_tokens::{AccessTokenView, Expiry, TokenScope};
 use crate::config::Config;
 use crate::db::{access_tokens as token_db, groups, users};
@@ -202,19 +202,6 @@ pub async fn show_user(name: &str, json: bool, config: &Config) -> anyhow::Resul
         view.name, view.admin, view.robot, view.disabled
     );
     println!("groups: {}", view.groups.join(" "));
-    println!(
-        "{:<6} {:<24} {:<11} {:<40} ACTIONS",
-        "ID", "SUBJECT", "TYPE", "PATTERN"
-    );
-    for g in &view.grants {
-        println!(
-            "{:<6} {:<24} {:<11} {:<40} {}",
-            g.id,
-            g.subject,
-            g.resource_type,
-            g.pattern,
-            g.actions.join(",")
-        );
-    }
+    print_grants(&view.grants);
     Ok(())
 }
