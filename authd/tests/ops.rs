@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use support::{ADMIN_PASSWORD, TestApp, basic};
 
 fn metric(text: &str, series: &str) -> f64 {
@@ -121,19 +119,7 @@ fn json_logs_carry_request_ids_and_never_secrets() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let access = loop {
-        let log = authd.log();
-        let found = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["request_id"] == id.as_str() && v["target"] == "access");
-        if let Some(v) = found {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "no access line for {id}:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let access = e2e::process::wait_access_line(|| authd.log(), &id);
     assert_eq!(access["path"], "/token", "no query string: {access}");
     assert_eq!(access["route"], "token");
     assert_eq!(access["status"], 200);
