@@ -143,3 +143,36 @@ fn json_logs_carry_request_ids_and_never_secrets() {
         );
     }
 }
+
+/// The separate metrics listener (`debug.addr`) serves the configured path
+/// in plain HTTP; its address is printed after `listening on`.
+#[test]
+fn metrics_on_the_debug_listener() {
+    let authd = e2e::authd::Authd::builder()
+        .env("AUTHD_DEBUG_ADDR", "127.0.0.1:0")
+        .env("AUTHD_DEBUG_PROMETHEUS_ENABLED", "true")
+        .env("AUTHD_DEBUG_PROMETHEUS_PATH", "/prom")
+        .start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let metrics_url = loop {
+        let log = authd.log();
+        if let Some(url) = log.lines().find_map(|l| l.strip_prefix("metrics on ")) {
+            break url.trim().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `metrics on` line:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(metrics_url.ends_with("/prom"), "{metrics_url}");
+    let http = e2e::api::http_client();
+    let r = http
+        .get(format!("{}/token?service=registry", authd.url()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.get(&metrics_url).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("http_requests_total"));
+}
