@@ -277,6 +277,24 @@ fn hash_new_password(config: &Config, password: &str) -> anyhow::Result<String> 
     Ok(crate::password::Hasher::new(config.password.argon2)?.hash(password.as_bytes())?)
 }
 
+/// Grants as the table of `grant list` and `user show`.
+fn print_grants(grants: &[GrantView]) {
+    println!(
+        "{:<6} {:<24} {:<11} {:<40} ACTIONS",
+        "ID", "SUBJECT", "TYPE", "PATTERN"
+    );
+    for g in grants {
+        println!(
+            "{:<6} {:<24} {:<11} {:<40} {}",
+            g.id,
+            g.subject,
+            g.resource_type,
+            g.pattern,
+            g.actions.join(",")
+        );
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -408,20 +426,7 @@ async fn grant(cmd: GrantCommand, config: &Config) -> anyhow::Result<()> {
             if json {
                 print_json(&views)?;
             } else {
-                println!(
-                    "{:<6} {:<24} {:<11} {:<40} ACTIONS",
-                    "ID", "SUBJECT", "TYPE", "PATTERN"
-                );
-                for g in views {
-                    println!(
-                        "{:<6} {:<24} {:<11} {:<40} {}",
-                        g.id,
-                        g.subject,
-                        g.resource_type,
-                        g.pattern,
-                        g.actions.join(",")
-                    );
-                }
+                print_grants(&views);
             }
         }
     }

@@ -89,7 +89,14 @@ pub struct PermissionsView {
 }
 
 impl PermissionsView {
-    pub fn new(user: &User, entitlements: &Entitlements) -> PermissionsView {
+    /// Reads the permissions of user `name`; a 404 when there is none.
+    pub async fn load(db: &Db, name: &str) -> Result<PermissionsView, Error> {
+        let user = db::users::get_existing(db, name).await?;
+        let entitlements = load(db, Some(&user.name)).await?;
+        Ok(PermissionsView::new(&user, &entitlements))
+    }
+
+    fn new(user: &User, entitlements: &Entitlements) -> PermissionsView {
         PermissionsView {
             name: user.name.clone(),
             admin: user.is_admin,

@@ -129,21 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         drain: Duration::from_secs(state.config.http.drain_timeout),
     };
     if let Some(listener) = metrics_listener {
-        let router = Router::new().route(
-            &state.config.debug.prometheus.path,
-            axum::routing::get(service::metrics::render),
-        );
-        let options = service::ServeOptions {
-            tls: None,
-            ..options.clone()
-        };
-        tokio::spawn(async move {
-            if let Err(e) =
-                service::serve(listener, router, options, service::shutdown_signal()).await
-            {
-                tracing::error!(error = %e, "metrics listener failed");
-            }
-        });
+        service::metrics::spawn_listener(listener, &state.config.debug.prometheus.path, &options);
     }
     let served = service::serve(
         listener,

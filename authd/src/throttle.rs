@@ -123,6 +123,16 @@ impl Reservation {
 
     /// Forgets the pair's failures after a good login.
     pub fn success(mut self) {
+        self.release(|s| {
+            s.failures = 0;
+            s.blocked_until = None;
+        });
+    }
+
+    /// Frees the in-flight slot and applies `outcome` under the same lock,
+    /// then wakes the checks waiting on the pair. Once only: the entry is
+    /// taken, so `Drop` after `success` does nothing.
+    fn release(&mut self, outcome: impl FnOnce(&mut State)) {
         if let Some(entry) = self.entry.take() {
             {
                 let mut s = entry
@@ -130,8 +140,7 @@ impl Reservation {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 s.in_flight = s.in_flight.saturating_sub(1);
-                s.failures = 0;
-                s.blocked_until = None;
+                outcome(&mut s);
             }
             entry.settled.notify_waiters();
         }
@@ -139,17 +148,10 @@ impl Reservation {
 }
 
 impl Drop for Reservation {
+    /// An attempt dropped unsettled (a cancelled request, or an error
+    /// before the verdict) only frees its slot.
     fn drop(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            {
-                let mut s = entry
-                    .state
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                s.in_flight = s.in_flight.saturating_sub(1);
-            }
-            entry.settled.notify_waiters();
-        }
+        self.release(|_| {});
     }
 }
 

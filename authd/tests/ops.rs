@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use support::{ADMIN_PASSWORD, TestApp, basic};
 
 fn metric(text: &str, series: &str) -> f64 {
@@ -121,19 +119,7 @@ fn json_logs_carry_request_ids_and_never_secrets() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let access = loop {
-        let log = authd.log();
-        let found = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["request_id"] == id.as_str() && v["target"] == "access");
-        if let Some(v) = found {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "no access line for {id}:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let access = e2e::process::wait_access_line(|| authd.log(), &id);
     assert_eq!(access["path"], "/token", "no query string: {access}");
     assert_eq!(access["route"], "token");
     assert_eq!(access["status"], 200);
@@ -156,4 +142,37 @@ fn json_logs_carry_request_ids_and_never_secrets() {
             "not a JSON line: {l}"
         );
     }
+}
+
+/// The separate metrics listener (`debug.addr`) serves the configured path
+/// in plain HTTP; its address is printed after `listening on`.
+#[test]
+fn metrics_on_the_debug_listener() {
+    let authd = e2e::authd::Authd::builder()
+        .env("AUTHD_DEBUG_ADDR", "127.0.0.1:0")
+        .env("AUTHD_DEBUG_PROMETHEUS_ENABLED", "true")
+        .env("AUTHD_DEBUG_PROMETHEUS_PATH", "/prom")
+        .start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let metrics_url = loop {
+        let log = authd.log();
+        if let Some(url) = log.lines().find_map(|l| l.strip_prefix("metrics on ")) {
+            break url.trim().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `metrics on` line:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(metrics_url.ends_with("/prom"), "{metrics_url}");
+    let http = e2e::api::http_client();
+    let r = http
+        .get(format!("{}/token?service=registry", authd.url()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.get(&metrics_url).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("http_requests_total"));
 }

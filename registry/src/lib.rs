@@ -131,18 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("registry listening on {scheme}://{local}");
 
     if let Some((listener, path)) = debug {
-        let router = Router::new().route(&path, axum::routing::get(service::metrics::render));
-        let options = service::ServeOptions {
-            tls: None,
-            ..options.clone()
-        };
-        tokio::spawn(async move {
-            if let Err(e) =
-                service::serve(listener, router, options, service::shutdown_signal()).await
-            {
-                tracing::error!("metrics listener failed: {e}");
-            }
-        });
+        service::metrics::spawn_listener(listener, &path, &options);
     }
     service::serve(listener, app, options, service::shutdown_signal()).await?;
     Ok(())

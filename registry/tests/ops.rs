@@ -108,20 +108,7 @@ fn json_access_log_carries_request_id_subject_and_no_query() {
         .to_owned();
     assert_ne!(id, other, "request ids are unique");
 
-    // The line is written when the response body is done.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        let log = server.daemon.log();
-        let found = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["request_id"] == id.as_str() && v["target"] == "access");
-        if let Some(v) = found {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "no access line for {id}:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let line = e2e::process::wait_access_line(|| server.daemon.log(), &id);
     assert_eq!(line["method"], "GET");
     assert_eq!(line["path"], "/v2/team/app/manifests/latest");
     assert_eq!(line["route"], "manifest");

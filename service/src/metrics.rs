@@ -17,6 +17,8 @@ use http::{HeaderValue, Method, StatusCode};
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::ServeOptions;
+
 /// Buckets of every `*_duration_seconds` histogram: 0.5 ms to 5 min.
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -90,6 +92,23 @@ pub async fn render() -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+/// Serves `GET path` ([`render`]) on its own listener in the background,
+/// with the main listener's limits and drain time, in plain HTTP even when
+/// the main listener has TLS. A failure is logged, not fatal: the main
+/// listener goes on.
+pub fn spawn_listener(listener: std::net::TcpListener, path: &str, options: &ServeOptions) {
+    let router = axum::Router::new().route(path, axum::routing::get(render));
+    let options = ServeOptions {
+        tls: None,
+        ..options.clone()
+    };
+    tokio::spawn(async move {
+        if let Err(e) = crate::serve(listener, router, options, crate::shutdown_signal()).await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
 }
 
 /// Counts a connection closed by the listener's limits.

@@ -118,6 +118,26 @@ pub struct Daemon {
     stopped: bool,
 }
 
+/// Waits up to 5 s for the JSON access line (`"target": "access"`) of the
+/// request with id `id` in the log that `log` reads, and returns it. The
+/// servers write that line when the response body is done, so it may come
+/// after the client already has the response.
+pub fn wait_access_line(log: impl Fn() -> String, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = log();
+        let found = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["request_id"] == id && v["target"] == "access");
+        if let Some(v) = found {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no access line for {id}:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Daemon {
     /// Spawns `cmd` in its own process group with stdout and stderr appended
     /// to `log`. `name` is used in messages.

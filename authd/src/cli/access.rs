@@ -6,11 +6,11 @@
 
 use clap::Subcommand;
 
-use super::{ACTOR, open_db, print_json};
+use super::{ACTOR, open_db, print_grants, print_json};
 use crate::access_tokens::{AccessTokenView, Expiry, TokenScope};
 use crate::config::Config;
 use crate::db::{access_tokens as token_db, groups, users};
-use crate::grant_cache::{self, PermissionsView};
+use crate::grant_cache::PermissionsView;
 use crate::minting;
 use crate::names::parse_group_name;
 
@@ -190,9 +190,7 @@ pub async fn group(cmd: GroupCommand, config: &Config) -> anyhow::Result<()> {
 /// applies to it.
 pub async fn show_user(name: &str, json: bool, config: &Config) -> anyhow::Result<()> {
     let db = open_db(config).await?;
-    let user = users::get_existing(&db, name).await?;
-    let entitlements = grant_cache::load(&db, Some(&user.name)).await?;
-    let view = PermissionsView::new(&user, &entitlements);
+    let view = PermissionsView::load(&db, name).await?;
     db.close().await;
     if json {
         return print_json(&view);
@@ -202,19 +200,6 @@ pub async fn show_user(name: &str, json: bool, config: &Config) -> anyhow::Resul
         view.name, view.admin, view.robot, view.disabled
     );
     println!("groups: {}", view.groups.join(" "));
-    println!(
-        "{:<6} {:<24} {:<11} {:<40} ACTIONS",
-        "ID", "SUBJECT", "TYPE", "PATTERN"
-    );
-    for g in &view.grants {
-        println!(
-            "{:<6} {:<24} {:<11} {:<40} {}",
-            g.id,
-            g.subject,
-            g.resource_type,
-            g.pattern,
-            g.actions.join(",")
-        );
-    }
+    print_grants(&view.grants);
     Ok(())
 }

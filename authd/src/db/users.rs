@@ -131,16 +131,47 @@ pub async fn create(
     disabled: bool,
     actor: &str,
 ) -> Result<User, Error> {
+    let detail = match (admin, disabled) {
+        (true, true) => "admin disabled",
+        (true, false) => "admin",
+        (false, true) => "disabled",
+        (false, false) => "",
+    };
+    let row = NewUser {
+        name,
+        password_hash,
+        admin,
+        robot: false,
+        disabled,
+    };
+    insert(db, &row, actor, detail).await
+}
+
+/// A user row to insert, human or robot.
+struct NewUser<'a> {
+    name: &'a str,
+    password_hash: &'a str,
+    admin: bool,
+    robot: bool,
+    disabled: bool,
+}
+
+/// The one insert path of [`create`] and [`create_robot`]: the row, its
+/// `user.create` audit record with `detail`, in one transaction. A taken
+/// name is a 409.
+async fn insert(db: &Db, row: &NewUser<'_>, actor: &str, detail: &str) -> Result<User, Error> {
+    let name = row.name;
     let mut tx = db.begin_write().await?;
     let t = now();
     let inserted = sqlx::query(
-        "INSERT INTO users (name, password_hash, is_admin, disabled, password_changed_at, \
-         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO users (name, password_hash, is_admin, is_robot, disabled, \
+         password_changed_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(name)
-    .bind(password_hash)
-    .bind(admin)
-    .bind(disabled)
+    .bind(row.password_hash)
+    .bind(row.admin)
+    .bind(row.robot)
+    .bind(row.disabled)
     .bind(t)
     .bind(t)
     .bind(t)
@@ -157,12 +188,6 @@ pub async fn create(
             other?;
         }
     }
-    let detail = match (admin, disabled) {
-        (true, true) => "admin disabled",
-        (true, false) => "admin",
-        (false, true) => "disabled",
-        (false, false) => "",
-    };
     audit::record(&mut tx, actor, "user.create", name, detail).await?;
     let user = get_in(&mut tx, name).await?;
     tx.commit().await?;
@@ -428,40 +453,12 @@ pub const NO_PASSWORD: &str = "!";
 /// Creates a robot: a user without a password, which logs in with its
 /// access tokens only. A taken name is a 409.
 pub async fn create_robot(db: &Db, name: &str, admin: bool, actor: &str) -> Result<User, Error> {
-    let mut tx = db.begin_write().await?;
-    let t = now();
-    let inserted = sqlx::query(
-        "INSERT INTO users (name, password_hash, is_admin, is_robot, disabled, \
-         password_changed_at, created_at, updated_at) VALUES (?, ?, ?, 1, 0, ?, ?, ?)",
-    )
-    .bind(name)
-    .bind(NO_PASSWORD)
-    .bind(admin)
-    .bind(t)
-    .bind(t)
-    .bind(t)
-    .execute(&mut *tx)
-    .await;
-    match inserted {
-        Err(e) if is_unique_violation(&e) => {
-            return Err(Error::conflict(
-                "user_exists",
-                format!("user {name:?} already exists"),
-            ));
-        }
-        other => {
-            other?;
-        }
-    }
-    audit::record(
-        &mut tx,
-        actor,
-        "user.create",
+    let row = NewUser {
         name,
-        if admin { "robot admin" } else { "robot" },
-    )
-    .await?;
-    let user = get_in(&mut tx, name).await?;
-    tx.commit().await?;
-    Ok(user)
+        password_hash: NO_PASSWORD,
+        admin,
+        robot: true,
+        disabled: false,
+    };
+    insert(db, &row, actor, if admin { "robot admin" } else { "robot" }).await
 }

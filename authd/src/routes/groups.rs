@@ -11,9 +11,8 @@ use serde::Deserialize;
 use super::ApiJson;
 use super::admin::Admin;
 use crate::db::groups::{self, GroupView};
-use crate::db::users;
 use crate::error::Error;
-use crate::grant_cache::{self, PermissionsView};
+use crate::grant_cache::PermissionsView;
 use crate::names::parse_group_name;
 use crate::state::AppState;
 
@@ -77,7 +76,5 @@ pub async fn permissions(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<PermissionsView>, Error> {
-    let user = users::get_existing(&state.db, &name).await?;
-    let entitlements = grant_cache::load(&state.db, Some(&user.name)).await?;
-    Ok(Json(PermissionsView::new(&user, &entitlements)))
+    Ok(Json(PermissionsView::load(&state.db, &name).await?))
 }
