@@ -144,6 +144,7 @@ async fn idle_connections_are_closed_and_keepalive_works_until_then() {
 
     // Two requests on one keep-alive connection, then silence.
     let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let mut idle_from = Instant::now();
     for _ in 0..2 {
         s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             .await
@@ -159,9 +160,10 @@ async fn idle_connections_are_closed_and_keepalive_works_until_then() {
             got.extend_from_slice(&buf[..n]);
         }
         assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+        // The idle deadline runs from the end of the last response.
+        idle_from = Instant::now();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let idle_from = Instant::now();
     let at = closed_within(&mut s, Duration::from_secs(4))
         .await
         .expect("an idle keep-alive connection stayed open for 4 s");
