@@ -418,12 +418,14 @@ impl<B: Backend> Storage<B> {
             }
             return Err(e);
         }
+        // A request body is often a view into a larger read buffer: cache an
+        // exact copy, so that the cache's byte bound is what it holds.
         self.manifests.insert(
             digest.clone(),
             Arc::new(StoredManifest {
                 digest: digest.clone(),
                 media_type: manifest.media_type,
-                bytes,
+                bytes: Bytes::copy_from_slice(&bytes),
             }),
         );
         Ok(())
