@@ -506,7 +506,7 @@ async fn cached_manifest_bodies_do_not_pin_the_request_buffer() {
     let name = RepoName::parse("cache/pin").unwrap();
     let tag = Tag::parse("v1").unwrap();
     storage
-        .put_manifest(&name, Some(&tag), &digest, sent, &manifest)
+        .put_manifest(&name, Some(&tag), &digest, &sent, &manifest)
         .unwrap();
     let cached = storage.load_manifest(&digest).unwrap().expect("cached");
     assert_eq!(&cached.bytes[..], &body[..]);

@@ -119,7 +119,7 @@ pub async fn put(
     let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
     state
         .storage
-        .run(move |s| s.put_manifest(&n, tag.as_ref(), &d, bytes, &manifest))
+        .run(move |s| s.put_manifest(&n, tag.as_ref(), &d, &bytes, &manifest))
         .await?;
 
     let mut headers = HeaderMap::new();

@@ -380,7 +380,7 @@ impl<B: Backend> Storage<B> {
         name: &RepoName,
         tag: Option<&Tag>,
         digest: &Digest,
-        bytes: Bytes,
+        bytes: &[u8],
         manifest: &Manifest,
     ) -> Result<()> {
         self.verify_references(name, manifest)?;
@@ -390,7 +390,7 @@ impl<B: Backend> Storage<B> {
             Some(t) => self.read_link(&paths::tag_current_link(name, t))?,
             None => None,
         };
-        self.ensure_manifest_linked(name, digest, &bytes)?;
+        self.ensure_manifest_linked(name, digest, bytes)?;
         if let Some(subject) = &manifest.subject {
             self.write_link(&paths::referrer_link(name, &subject.digest, digest), digest)?;
         }
@@ -402,7 +402,7 @@ impl<B: Backend> Storage<B> {
             self.write_link(&paths::tag_index_link(name, tag, digest), digest)?;
         }
         // The second look, after the links are visible.
-        self.ensure_manifest_linked(name, digest, &bytes)?;
+        self.ensure_manifest_linked(name, digest, bytes)?;
         if let Err(e) = self.verify_references(name, manifest) {
             tracing::warn!(repository = %name, %digest, "content vanished during the push (garbage collection); undoing it");
             if let Some(tag) = tag {
@@ -425,7 +425,7 @@ impl<B: Backend> Storage<B> {
             Arc::new(StoredManifest {
                 digest: digest.clone(),
                 media_type: manifest.media_type,
-                bytes: Bytes::copy_from_slice(&bytes),
+                bytes: Bytes::copy_from_slice(bytes),
             }),
         );
         Ok(())
