@@ -24,6 +24,35 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
     Ok(kb * 1024)
 }
 
+/// CPU time (user + system) a process has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may
+    // itself hold spaces: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields.get(i).context("short stat")?.parse::<u64>()? as f64)
+    };
+    Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_second()?)
+}
+
+/// The unit of the times in `/proc/PID/stat` (`getconf CLK_TCK`).
+fn clock_ticks_per_second() -> Result<f64> {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    if let Some(hz) = HZ.get() {
+        return Ok(*hz);
+    }
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .context("run getconf")?;
+    let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+    ensure!(hz > 0.0, "getconf CLK_TCK printed {hz}");
+    Ok(*HZ.get_or_init(|| hz))
+}
+
 /// Writes `size` bytes in 1 MiB writes and fsyncs, like
 /// `dd bs=1M conv=fsync`; returns bytes per second.
 pub fn fsync_write_rate(dir: &Path, size: u64) -> Result<f64> {
