@@ -5,6 +5,8 @@
 //! Methods are blocking (they run on tokio's blocking pool, see
 //! [`Storage::run`]), except the streaming upload in `uploads`.
 
+pub mod backend;
+pub mod error;
 pub mod fs;
 pub mod fsck;
 pub mod gc;
