@@ -41,6 +41,7 @@
 
 // pub mod fs; (next commit: the filesystem backend moves here)
 pub mod memory;
+pub mod s3;
 #[cfg(test)]
 pub mod suite;
 
