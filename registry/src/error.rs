@@ -31,6 +31,7 @@ pub enum ErrorCode {
     Denied,
     Unsupported,
     TooManyRequests,
+    Unavailable,
     Unknown,
 }
 
@@ -54,6 +55,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -78,6 +80,7 @@ impl ErrorCode {
             ErrorCode::Denied => StatusCode::FORBIDDEN,
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -192,6 +195,59 @@ impl Error {
             .with_status(StatusCode::INSUFFICIENT_STORAGE);
         }
         Error::internal(context, err)
+    }
+}
+
+/// What a refused upload client is told to wait, in seconds: pushes in
+/// progress complete and free their sessions within about that much.
+const UPLOADS_RETRY_AFTER_SECS: &str = "60";
+
+/// What a client is told to wait when the storage backend is unavailable.
+const UNAVAILABLE_RETRY_AFTER_SECS: &str = "5";
+
+/// Storage errors as the client sees them: the registry's refusals become
+/// their OCI codes; backend failures become 503 (unavailable, worth a
+/// retry), 507 (full) or 500, with the cause logged, not shown.
+impl From<crate::storage::Error> for Error {
+    fn from(e: crate::storage::Error) -> Error {
+        use crate::storage::Error as S;
+        match e {
+            S::UploadUnknown => Error::upload_unknown(),
+            S::DigestMismatch {
+                ref expected,
+                ref actual,
+            } => {
+                let message = e.to_string();
+                Error::new(ErrorCode::DigestInvalid, message)
+                    .with_detail(serde_json::json!({ "expected": expected, "actual": actual }))
+            }
+            S::ManifestBlobUnknown { ref digest, .. } => {
+                let detail = serde_json::json!({ "digest": digest });
+                Error::new(ErrorCode::ManifestBlobUnknown, e.to_string()).with_detail(detail)
+            }
+            S::BlobSizeMismatch { .. } => Error::new(ErrorCode::ManifestInvalid, e.to_string()),
+            S::TooManyUploads { .. } => Error::new(ErrorCode::TooManyRequests, e.to_string())
+                .with_header(http::header::RETRY_AFTER, UPLOADS_RETRY_AFTER_SECS),
+            S::GcRunning => Error::new(ErrorCode::Denied, e.to_string()),
+            S::Invalid(_) => Error::new(ErrorCode::BlobUploadInvalid, e.to_string()),
+            S::Unavailable(ref m) => {
+                tracing::error!("storage unavailable: {m}");
+                Error::new(
+                    ErrorCode::Unavailable,
+                    "storage is unavailable, retry later",
+                )
+                .with_header(http::header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS)
+            }
+            S::NoSpace(ref m) => {
+                tracing::error!("storage is full: {m}");
+                Error::new(
+                    ErrorCode::Unknown,
+                    "storage is full: no space left on the registry's disk",
+                )
+                .with_status(StatusCode::INSUFFICIENT_STORAGE)
+            }
+            S::NotFound(m) | S::Conflict(m) | S::Io(m) => Error::internal("storage", m),
+        }
     }
 }
 
