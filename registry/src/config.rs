@@ -1003,6 +1003,24 @@ health:
     }
 
     #[test]
+    fn storage_drivers() {
+        let c = Config::from_yaml("storage:\n  inmemory: {}\n", env(&[])).unwrap();
+        assert_eq!(c.storage, StorageDriver::InMemory);
+        let c = Config::from_yaml("", env(&[("REGISTRY_STORAGE", "inmemory")])).unwrap();
+        assert_eq!(c.storage, StorageDriver::InMemory);
+        let both = "storage:\n  inmemory: {}\n  filesystem:\n    rootdirectory: /x\n";
+        let err = Config::from_yaml(both, env(&[])).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        let err = Config::from_yaml("storage:\n  azure: {}\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("storage driver azure is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_warn_and_bad_values_fail() {
         let c = Config::from_yaml(
             "frobnicate: 1\nhttp:\n  addr: :5001\n  bogus: x\n",

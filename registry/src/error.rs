@@ -301,3 +301,44 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Error as S;
+
+    #[test]
+    fn storage_errors_become_oci_errors() {
+        let e = Error::from(S::Unavailable("connection refused".into()));
+        assert_eq!(
+            (e.code, e.status),
+            (ErrorCode::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert!(
+            e.headers()
+                .is_some_and(|h| h.contains_key(http::header::RETRY_AFTER))
+        );
+        assert!(
+            !e.message.contains("refused"),
+            "the cause is logged, not shown"
+        );
+        let e = Error::from(S::Io("disk on fire".into()));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let e = Error::from(S::NoSpace("ENOSPC".into()));
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+        let e = Error::from(S::TooManyUploads {
+            scope: "in this repository",
+            cap: 3,
+        });
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            e.headers()
+                .is_some_and(|h| h.contains_key(http::header::RETRY_AFTER))
+        );
+        assert_eq!(
+            Error::from(S::UploadUnknown).code,
+            ErrorCode::BlobUploadUnknown
+        );
+        assert_eq!(Error::from(S::GcRunning).status, StatusCode::FORBIDDEN);
+    }
+}

@@ -30,6 +30,8 @@ pub mod error;
 pub mod fsck;
 pub mod gc;
 pub mod paths;
+#[cfg(test)]
+mod tests;
 pub mod upload_limits;
 pub mod uploads;
 
