@@ -16,13 +16,24 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
+/// The storage driver and its settings; `storage::open` builds the
+/// backend from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageDriver {
+    /// Files under a root directory, in distribution's layout.
+    Filesystem { root: PathBuf },
+    /// distribution's `inmemory`: gone with the process (tests, demos).
+    InMemory,
+}
+
 /// Settings the registry runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub log_level: String,
     pub log_format: service::LogFormat,
     pub access_log: bool,
-    pub root_directory: PathBuf,
+    /// Where the data lives (`storage.filesystem`, `storage.inmemory`).
+    pub storage: StorageDriver,
     pub delete_enabled: bool,
     pub read_only: bool,
     /// Periodic purge of abandoned uploads (distribution's uploadpurging).
@@ -499,15 +510,19 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         ("s3", storage.s3.is_some()),
         ("azure", storage.azure.is_some()),
         ("gcs", storage.gcs.is_some()),
-        ("inmemory", storage.inmemory.is_some()),
         ("swift", storage.swift.is_some()),
         ("oss", storage.oss.is_some()),
     ] {
         if present {
             return Err(invalid(format!(
-                "storage driver {driver} is not supported; use storage.filesystem"
+                "storage driver {driver} is not supported; use storage.filesystem or storage.inmemory"
             )));
         }
+    }
+    if storage.inmemory.is_some() && storage.filesystem.is_some() {
+        return Err(invalid(
+            "storage: configure one driver, not both filesystem and inmemory",
+        ));
     }
     let duration = |key: &str, v: Option<&str>, default: Duration| match v {
         None | Some("") => Ok(default),
@@ -562,10 +577,16 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         }),
         _ => None,
     };
-    let root_directory = storage
-        .filesystem
-        .and_then(|f| f.rootdirectory)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    let driver = if storage.inmemory.is_some() {
+        StorageDriver::InMemory
+    } else {
+        StorageDriver::Filesystem {
+            root: storage
+                .filesystem
+                .and_then(|f| f.rootdirectory)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+        }
+    };
 
     let http = raw.http;
     if let Some(net) = http.net.as_deref()
@@ -680,7 +701,7 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         log_level,
         log_format,
         access_log: !raw.log.accesslog.disabled,
-        root_directory,
+        storage: driver,
         delete_enabled: storage.delete.enabled,
         read_only: storage.maintenance.readonly.enabled,
         upload_purging,
@@ -853,7 +874,12 @@ mod tests {
     fn defaults_without_anything() {
         let c = Config::from_yaml("", env(&[])).unwrap();
         assert_eq!(c.addr, ListenAddr::AnyHost(5000));
-        assert_eq!(c.root_directory, PathBuf::from("./data/registry"));
+        assert_eq!(
+            c.storage,
+            StorageDriver::Filesystem {
+                root: PathBuf::from("./data/registry")
+            }
+        );
         assert_eq!(c.auth, AuthConfig::None);
         assert!(!c.delete_enabled && !c.read_only && c.access_log);
         assert!(c.warnings.is_empty());
@@ -884,7 +910,12 @@ health:
     threshold: 3
 ";
         let c = Config::from_yaml(yaml, env(&[])).unwrap();
-        assert_eq!(c.root_directory, PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            c.storage,
+            StorageDriver::Filesystem {
+                root: PathBuf::from("/var/lib/registry")
+            }
+        );
         assert_eq!(
             c.headers,
             vec![("X-Content-Type-Options".to_owned(), "nosniff".to_owned())]
@@ -925,7 +956,12 @@ health:
         );
         assert_eq!(c.addr, ListenAddr::Socket("127.0.0.1:0".parse().unwrap()));
         assert!(c.delete_enabled && c.read_only && !c.access_log);
-        assert_eq!(c.root_directory, PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            c.storage,
+            StorageDriver::Filesystem {
+                root: PathBuf::from("/var/lib/registry")
+            }
+        );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
@@ -964,6 +1000,24 @@ health:
             panic!("token auth expected")
         };
         assert_eq!(t.jwks_url, None);
+    }
+
+    #[test]
+    fn storage_drivers() {
+        let c = Config::from_yaml("storage:\n  inmemory: {}\n", env(&[])).unwrap();
+        assert_eq!(c.storage, StorageDriver::InMemory);
+        let c = Config::from_yaml("", env(&[("REGISTRY_STORAGE", "inmemory")])).unwrap();
+        assert_eq!(c.storage, StorageDriver::InMemory);
+        let both = "storage:\n  inmemory: {}\n  filesystem:\n    rootdirectory: /x\n";
+        let err = Config::from_yaml(both, env(&[])).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        let err = Config::from_yaml("storage:\n  azure: {}\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("storage driver azure is not supported"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ pub enum Error {
     DigestMismatch { expected: Digest, actual: Digest },
     /// A manifest references content the repository does not hold.
     #[error("manifest references {digest}, which is not in {repository}")]
-    ManifestBlobUnknown { repository: RepoName, digest: Digest },
+    ManifestBlobUnknown {
+        repository: RepoName,
+        digest: Digest,
+    },
     /// A manifest says a blob has another size than the stored one.
     #[error("blob {digest} is {actual} bytes, the manifest says {declared}")]
     BlobSizeMismatch {
@@ -56,7 +59,7 @@ pub enum Error {
     },
     /// A cap on open upload sessions is reached (`scope`: "in this
     /// repository", "by this client").
-    #[error("too many open uploads {scope} (at most {cap}); complete or cancel some first")]
+    #[error("too many upload sessions open {scope} (at most {cap}); complete or cancel some")]
     TooManyUploads { scope: &'static str, cap: usize },
     /// Another garbage collection holds the lease.
     #[error("another garbage collection is running")]

@@ -12,9 +12,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{
-    Backend, Durability, Entry, Error, Meta, PrefixMeta, Read, Result, WriteMode, Writer,
-};
+use super::{Backend, Durability, Entry, Error, Meta, PrefixMeta, Read, Result, WriteMode, Writer};
 
 #[derive(Debug, Clone)]
 struct Object {

@@ -39,7 +39,7 @@
 //! Object stores are durable on acknowledgement; the filesystem backend
 //! gets there with fsyncs (see `fs`).
 
-// pub mod fs; (next commit: the filesystem backend moves here)
+pub mod fs;
 pub mod memory;
 pub mod s3;
 #[cfg(test)]

@@ -93,7 +93,8 @@ pub fn put_get_stat(b: &dyn Backend) {
 
 pub fn read_from_offsets(b: &dyn Backend) {
     assert!(b.read_from(p("t/none"), 0).unwrap().is_none());
-    b.put(p("t/data"), b"0123456789", Durability::Durable).unwrap();
+    b.put(p("t/data"), b"0123456789", Durability::Durable)
+        .unwrap();
     assert_eq!(read_all(b, "t/data", 0), Some((b"0123456789".to_vec(), 10)));
     assert_eq!(read_all(b, "t/data", 7), Some((b"789".to_vec(), 10)));
     assert_eq!(read_all(b, "t/data", 10), Some((Vec::new(), 10)));
@@ -106,7 +107,8 @@ pub fn read_from_offsets(b: &dyn Backend) {
 pub fn list_one_level(b: &dyn Backend) {
     assert!(b.list(p("t")).unwrap().is_empty());
     for path in ["t/x/one", "t/x/two", "t/x/sub/deep/three", "t/y/four"] {
-        b.put(p(path), path.as_bytes(), Durability::Durable).unwrap();
+        b.put(p(path), path.as_bytes(), Durability::Durable)
+            .unwrap();
     }
     assert_eq!(
         names(b.list(p("t/x")).unwrap()),
@@ -137,8 +139,14 @@ pub fn prefixes_follow_objects(b: &dyn Backend) {
     assert!(!b.delete(p("t/r/a/b/link"), p("t")).unwrap());
     assert_eq!(b.stat_prefix(p("t/r/a/b")).unwrap(), None);
     assert_eq!(b.stat_prefix(p("t/r/a")).unwrap(), None);
-    assert!(b.stat_prefix(p("t/r")).unwrap().is_some(), "still holds keep");
-    assert_eq!(names(b.list(p("t/r")).unwrap()), [("keep".to_owned(), false)]);
+    assert!(
+        b.stat_prefix(p("t/r")).unwrap().is_some(),
+        "still holds keep"
+    );
+    assert_eq!(
+        names(b.list(p("t/r")).unwrap()),
+        [("keep".to_owned(), false)]
+    );
 }
 
 pub fn walk_everything(b: &dyn Backend) {
@@ -265,26 +273,44 @@ pub fn writer_resume_checks(b: &dyn Backend) {
 
 pub fn delete_prefix_removes_all(b: &dyn Backend) {
     assert!(!b.delete_prefix(p("t/none"), p("t")).unwrap());
-    for path in ["t/d/tag/current/link", "t/d/tag/index/sha256/ab/link", "t/d/other"] {
+    for path in [
+        "t/d/tag/current/link",
+        "t/d/tag/index/sha256/ab/link",
+        "t/d/other",
+    ] {
         b.put(p(path), b"x", Durability::Durable).unwrap();
     }
     assert!(b.delete_prefix(p("t/d/tag"), p("t")).unwrap());
     assert_eq!(b.stat_prefix(p("t/d/tag")).unwrap(), None);
     assert_eq!(b.get(p("t/d/tag/current/link")).unwrap(), None);
-    assert_eq!(names(b.list(p("t/d")).unwrap()), [("other".to_owned(), false)]);
+    assert_eq!(
+        names(b.list(p("t/d")).unwrap()),
+        [("other".to_owned(), false)]
+    );
 }
 
 pub fn rename_moves_and_replaces(b: &dyn Backend) {
-    b.put(p("t/m/src/data"), b"content", Durability::Durable).unwrap();
-    b.put(p("t/m/dst/data"), b"old", Durability::Durable).unwrap();
-    b.rename(p("t/m/src/data"), p("t/m/dst/data"), p("t"), Durability::Durable)
+    b.put(p("t/m/src/data"), b"content", Durability::Durable)
         .unwrap();
+    b.put(p("t/m/dst/data"), b"old", Durability::Durable)
+        .unwrap();
+    b.rename(
+        p("t/m/src/data"),
+        p("t/m/dst/data"),
+        p("t"),
+        Durability::Durable,
+    )
+    .unwrap();
     assert_eq!(
         b.get(p("t/m/dst/data")).unwrap().as_deref(),
         Some(&b"content"[..])
     );
     assert_eq!(b.get(p("t/m/src/data")).unwrap(), None);
-    assert_eq!(b.stat_prefix(p("t/m/src")).unwrap(), None, "emptied prefix goes");
+    assert_eq!(
+        b.stat_prefix(p("t/m/src")).unwrap(),
+        None,
+        "emptied prefix goes"
+    );
     // Into a prefix that does not exist yet, set aside without fsyncs.
     b.rename(
         p("t/m/dst/data"),
