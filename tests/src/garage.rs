@@ -41,9 +41,11 @@ pub fn garage_bin() -> PathBuf {
     if let Some(p) = which("garage").or_else(cargo_bin) {
         return p;
     }
-    eprintln!("e2e: `garage` missing, installing it with `cargo install garage --locked` (~9 min)");
+    eprintln!(
+        "e2e: `garage` missing, installing it with `cargo install garage --version 2.5.0 --locked` (~9 min)"
+    );
     let script = "command -v garage >/dev/null || [ -x \"${CARGO_HOME:-$HOME/.cargo}/bin/garage\" ] \
-                  || cargo install garage --locked";
+                  || cargo install garage --version 2.5.0 --locked";
     let out = Command::new("flock")
         .args(["/tmp/e2e-garage-install.lock", "sh", "-c", script])
         .run_for(Duration::from_secs(3600));
@@ -203,10 +205,7 @@ impl Garage {
 
 /// Waits until the S3 API answers HTTP at all (any status).
 fn wait_http(endpoint: &str, daemon: &mut Daemon) -> Result<(), String> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = crate::api::http_client();
     let started = Instant::now();
     loop {
         if client.get(endpoint).send().is_ok() {

@@ -82,7 +82,8 @@ pub const TAGS_CACHE_TTL: Duration = Duration::from_secs(1);
 const MANIFEST_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Opens the storage the configuration names (`storage.filesystem`,
-/// `storage.inmemory`).
+/// `storage.s3`, `storage.inmemory`). An S3 bucket is checked here: bad
+/// credentials, a missing bucket or an unreachable endpoint fail the start.
 pub fn open(config: &Config) -> Result<Storage> {
     let backend: Arc<dyn Backend> = match &config.storage {
         StorageDriver::Filesystem { root } => {
@@ -91,6 +92,7 @@ pub fn open(config: &Config) -> Result<Storage> {
             Arc::new(FsBackend::new(root))
         }
         StorageDriver::InMemory => Arc::new(MemoryBackend::new()),
+        StorageDriver::S3(s3) => Arc::new(backend::s3::S3Backend::open(s3)?),
     };
     Ok(Storage::new(backend))
 }

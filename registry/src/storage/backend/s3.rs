@@ -33,8 +33,10 @@
 //!   its destination (S3 fixes a multipart upload's key when it starts,
 //!   and a blob's digest is only known at the end). CopyObject on Amazon S3
 //!   is limited to 5 GiB; Garage and MinIO copy larger objects.
-//! - `put_new` needs conditional writes (`If-None-Match: *`), which Amazon
-//!   S3, Garage (since 1.0) and MinIO honour.
+//! - `put_new` uses conditional writes (`If-None-Match: *`) where the
+//!   server honours them (Amazon S3, MinIO); Garage ignores the header, so
+//!   a probe at start decides, and without them `put_new` writes a nonce
+//!   and reads it back (see `put_new_by_readback` for when that holds).
 //! - Prefixes have no times: [`PrefixMeta::modified`] is `None`.
 
 use std::fmt;
@@ -150,6 +152,8 @@ pub struct S3Backend {
     runtime: Runtime,
     /// Bucket and endpoint, for messages.
     describe: String,
+    /// Whether the server honours `If-None-Match: *` (see `put_new`).
+    conditional_writes: bool,
 }
 
 impl fmt::Debug for S3Backend {
@@ -175,8 +179,14 @@ impl S3Backend {
                 config.chunksize
             )));
         }
+        // https to the endpoint uses ring, as the server does (also for the
+        // offline commands, which start no server); a second install is
+        // harmlessly refused.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let endpoint = config.endpoint();
-        let mut builder = AmazonS3Builder::new()
+        // Credentials and settings from AWS_* variables first, as
+        // distribution's AWS SDK reads them; the configuration overrides.
+        let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
             .with_region(if config.region.is_empty() {
                 "us-east-1"
@@ -234,9 +244,22 @@ impl S3Backend {
             chunk_size: usize::try_from(config.chunksize).unwrap_or(usize::MAX),
             runtime,
             describe,
+            conditional_writes: false,
         };
-        backend.check()?;
-        Ok(backend)
+        // On a thread of its own: `open` may be called from async code
+        // (the server's start), where blocking on the runtime is forbidden.
+        let conditional = std::thread::scope(|s| {
+            s.spawn(|| {
+                backend.check()?;
+                backend.block_on(probe_conditional_writes(&backend.store, &backend.root))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(Error::Io("checking the bucket panicked".into())))
+        })?;
+        Ok(S3Backend {
+            conditional_writes: conditional,
+            ..backend
+        })
     }
 
     /// One listing request under the root: proves endpoint, bucket and
@@ -248,11 +271,24 @@ impl S3Backend {
             let mut listing = store.list(Some(&root));
             listing.next().await.transpose()
         });
-        first.map(|_| ()).map_err(|e| match map_err(e, "") {
-            Error::NotFound(m) => {
-                Error::NotFound(format!("{}: no such bucket ({m})", self.describe))
+        let Err(e) = first else { return Ok(()) };
+        let said = server_said(&e);
+        let what = &self.describe;
+        if said.contains("NoSuchBucket") {
+            return Err(Error::NotFound(format!("{what}: no such bucket{said}")));
+        }
+        Err(match map_err(e, "") {
+            Error::NotFound(_) => Error::NotFound(format!("{what}: no such bucket{said}")),
+            Error::Unavailable(m) if said.is_empty() => {
+                Error::Unavailable(format!("cannot reach {what}: {m}"))
             }
-            other => other.context(&format!("reaching {}", self.describe)),
+            Error::Unavailable(_) => Error::Unavailable(format!("{what} is unavailable{said}")),
+            Error::Io(_) if said.contains("AccessDenied") || said.contains("Forbidden") => {
+                Error::Io(format!(
+                    "{what}: access denied, check storage.s3.accesskey and secretkey{said}"
+                ))
+            }
+            other => other.context(&format!("reaching {what}")),
         })
     }
 
@@ -374,23 +410,45 @@ impl Record {
     }
 }
 
+/// What an S3 server said in its XML error (`Code: Message`), as
+/// ` (server said: …)`, or nothing when the error holds no such answer.
+fn server_said(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let tag = |name: &str| -> Option<String> {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find("</")?;
+        Some(text[start..start + len].to_owned())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(c), Some(m)) => format!(" (server said: {c}: {m})"),
+        (Some(c), None) => format!(" (server said: {c})"),
+        _ => String::new(),
+    }
+}
+
 /// Maps an `object_store` error to the storage layer's kinds: absent,
 /// lost a race, unreachable or overloaded (worth a retry later), other.
 fn map_err(e: object_store::Error, what: &str) -> Error {
     use object_store::Error as E;
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!("{what}: ")
+    };
     match e {
-        E::NotFound { .. } => Error::NotFound(format!("{what}: {e}")),
+        E::NotFound { .. } => Error::NotFound(format!("{what}{e}")),
         E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
-            Error::Conflict(format!("{what}: {e}"))
+            Error::Conflict(format!("{what}{e}"))
         }
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => Error::Io(format!(
             "{what}: access refused, check storage.s3.accesskey and secretkey: {e}"
         )),
         other => {
             if is_unavailable(&other) {
-                Error::Unavailable(format!("{what}: {other}"))
+                Error::Unavailable(format!("{what}{other}"))
             } else {
-                Error::Io(format!("{what}: {other}"))
+                Error::Io(format!("{what}{other}"))
             }
         }
     }
@@ -585,16 +643,11 @@ impl Backend for S3Backend {
 
     fn put_new(&self, path: &Path, data: &[u8]) -> Result<bool> {
         let key = self.key_of(path);
-        let payload = PutPayload::from(Bytes::copy_from_slice(data));
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match self.block_on(self.store.put_opts(&key, payload, options)) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(map_err(e, key.as_ref())),
+        let data = Bytes::copy_from_slice(data);
+        if self.conditional_writes {
+            return self.block_on(put_if_absent(&self.store, &key, data));
         }
+        self.block_on(put_new_by_readback(&self.store, &key, data))
     }
 
     fn writer(&self, path: &Path, mode: WriteMode) -> Result<Box<dyn Writer>> {
@@ -740,6 +793,86 @@ fn key_in(root: &str, path: &Path) -> Key {
         (true, _) => Key::from(rel),
         (false, true) => Key::from(root),
         (false, false) => Key::from(format!("{root}/{rel}")),
+    }
+}
+
+/// `put_new` where the server honours `If-None-Match: *`.
+async fn put_if_absent(store: &AmazonS3, key: &Key, data: Bytes) -> Result<bool> {
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store.put_opts(key, PutPayload::from(data), options).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(map_err(e, key.as_ref())),
+    }
+}
+
+/// The user metadata that tells writers of `put_new_by_readback` apart.
+const NONCE: &str = "registry-nonce";
+/// How long `put_new_by_readback` lets concurrent writes land.
+const READBACK_DELAY: Duration = Duration::from_millis(300);
+
+/// `put_new` where the server ignores conditional writes (Garage): absent
+/// → write with a nonce of ours → wait → read the nonce back. Of writers
+/// that raced past the absence check, the one whose write landed last is
+/// the one every one of them reads back, so exactly one wins — provided
+/// the writes land within [`READBACK_DELAY`] and reads see the latest
+/// write (Garage with one node or quorum reads; Amazon S3 since 2020).
+async fn put_new_by_readback(store: &AmazonS3, key: &Key, data: Bytes) -> Result<bool> {
+    if S3Backend::head(store, key).await?.is_some() {
+        return Ok(false);
+    }
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let mut attributes = object_store::Attributes::new();
+    attributes.insert(
+        object_store::Attribute::Metadata(NONCE.into()),
+        nonce.clone().into(),
+    );
+    let options = PutOptions {
+        attributes,
+        ..PutOptions::default()
+    };
+    store
+        .put_opts(key, PutPayload::from(data), options)
+        .await
+        .map_err(|e| map_err(e, key.as_ref()))?;
+    tokio::time::sleep(READBACK_DELAY).await;
+    let options = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    let got = store
+        .get_opts(key, options)
+        .await
+        .map_err(|e| map_err(e, key.as_ref()))?;
+    let theirs = got
+        .attributes
+        .get(&object_store::Attribute::Metadata(NONCE.into()))
+        .map(|v| v.as_ref().to_owned());
+    Ok(theirs.as_deref() == Some(nonce.as_str()))
+}
+
+/// Whether the server refuses a second `If-None-Match: *` write of one key
+/// (Amazon S3, MinIO) or silently overwrites (Garage): tried once, on a
+/// key of its own, when the backend opens.
+async fn probe_conditional_writes(store: &AmazonS3, root: &str) -> Result<bool> {
+    let key = key_in(
+        root,
+        Path::new(&format!(".probe-{}", uuid::Uuid::new_v4().simple())),
+    );
+    let first = put_if_absent(store, &key, Bytes::from_static(b"1")).await;
+    let second = match first {
+        Ok(_) => put_if_absent(store, &key, Bytes::from_static(b"2")).await,
+        Err(e) => Err(e),
+    };
+    S3Backend::delete_key(store, &key).await?;
+    match second {
+        Ok(refused_second) => Ok(!refused_second),
+        // Refused as unsupported (501): the same as ignored.
+        Err(Error::Io(m)) if m.contains("501") || m.contains("NotImplemented") => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -1099,13 +1232,18 @@ mod tests {
             ..config(&g, "")
         };
         let e = S3Backend::open(&wrong_key).unwrap_err().to_string();
-        assert!(e.contains("accesskey"), "{e}");
+        assert!(
+            e.contains("access denied") && e.contains("accesskey"),
+            "{e}"
+        );
+        assert!(!e.contains('\n') && !e.contains('<'), "{e}");
         let no_bucket = S3Config {
             bucket: "missing".into(),
             ..config(&g, "")
         };
         let e = S3Backend::open(&no_bucket).unwrap_err().to_string();
-        assert!(e.contains("missing") && !e.contains('\n'), "{e}");
+        assert!(e.contains("no such bucket") && e.contains("missing"), "{e}");
+        assert!(!e.contains('\n') && !e.contains('<'), "{e}");
         let port = e2e::bins::free_port();
         let unreachable = S3Config {
             regionendpoint: format!("http://127.0.0.1:{port}"),
@@ -1114,6 +1252,7 @@ mod tests {
         let started = std::time::Instant::now();
         let e = S3Backend::open(&unreachable).unwrap_err();
         assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        assert!(e.to_string().contains("cannot reach"), "{e}");
         assert!(
             started.elapsed().as_secs() < 60,
             "gave up in {:?}",
