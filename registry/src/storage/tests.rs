@@ -18,7 +18,7 @@ use super::{Error, Storage, TAGS_CACHE_TTL};
 use crate::config::UploadLimits;
 use crate::oci::{Digest, Manifest, RepoName, Tag};
 
-/// Runs each test on the filesystem and the in-memory backend.
+/// Runs each test on the filesystem, in-memory and S3 (Garage) backends.
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod filesystem {
@@ -40,7 +40,36 @@ macro_rules! on_every_backend {
             )*
             use std::sync::Arc;
         }
+        mod s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (_garage, backend) = tokio::task::block_in_place(super::garage_backend);
+                    super::$name(Arc::new(backend)).await;
+                }
+            )*
+            use std::sync::Arc;
+        }
     };
+}
+
+/// A Garage of the test's own (kept alive by the first value) and an S3
+/// backend on its bucket.
+fn garage_backend() -> (e2e::garage::Garage, super::backend::s3::S3Backend) {
+    let g = e2e::garage::Garage::start("storage");
+    let config = super::backend::s3::S3Config {
+        bucket: g.bucket.clone(),
+        region: e2e::garage::REGION.into(),
+        regionendpoint: g.endpoint.clone(),
+        accesskey: g.access_key.clone(),
+        secretkey: g.secret_key.clone(),
+        rootdirectory: "/registry".into(),
+        forcepathstyle: true,
+        chunksize: super::backend::s3::MIN_CHUNK_SIZE,
+        ..super::backend::s3::S3Config::default()
+    };
+    let backend = super::backend::s3::S3Backend::open(&config).expect("open the bucket");
+    (g, backend)
 }
 
 on_every_backend!(

@@ -24,6 +24,8 @@
 //! The trait is blocking (see `backend`); each call drives its futures to
 //! completion on a tokio runtime: the server's (the caller is a thread of
 //! its blocking pool) or, for the offline commands, one the backend starts.
+//! A caller on a worker thread of a multi-threaded runtime is tolerated
+//! (`block_in_place`); one on a current-thread runtime is not.
 //!
 //! # What S3 does not give
 //!
@@ -256,10 +258,9 @@ impl S3Backend {
             .join()
             .unwrap_or_else(|_| Err(Error::Io("checking the bucket panicked".into())))
         })?;
-        Ok(S3Backend {
-            conditional_writes: conditional,
-            ..backend
-        })
+        let mut backend = backend;
+        backend.conditional_writes = conditional;
+        Ok(backend)
     }
 
     /// One listing request under the root: proves endpoint, bucket and
@@ -294,10 +295,7 @@ impl S3Backend {
 
     /// Runs a future to completion from a thread that may block.
     fn block_on<F: Future>(&self, f: F) -> F::Output {
-        match &self.runtime {
-            Runtime::Handle(h) => h.block_on(f),
-            Runtime::Owned(rt) => rt.block_on(f),
-        }
+        wait(self.runtime.handle(), f)
     }
 
     /// The key of a path (relative to the storage root).
@@ -598,10 +596,7 @@ impl Backend for S3Backend {
         let handle = self.runtime.handle().clone();
         loop {
             // One page at a time; `f` runs between pages on this thread.
-            let next = match &self.runtime {
-                Runtime::Handle(_) => handle.block_on(listing.next()),
-                Runtime::Owned(rt) => rt.block_on(listing.next()),
-            };
+            let next = wait(&handle, listing.next());
             let Some(item) = next else { return Ok(()) };
             let o = item.map_err(|e| map_err(e, &prefix.to_string_lossy()))?;
             let rel = Self::relative(pkey.as_ref(), &o.location).to_owned();
@@ -785,6 +780,15 @@ impl S3Backend {
     }
 }
 
+/// Runs a future to completion on `handle`'s runtime from a thread that
+/// may block: a thread of the blocking pool or outside any runtime, or a
+/// worker of a multi-threaded runtime, which `block_in_place` first turns
+/// into a blocking thread (code that calls storage from async code, such
+/// as tests, instead of through `Storage::run`).
+fn wait<F: Future>(handle: &tokio::runtime::Handle, f: F) -> F::Output {
+    tokio::task::block_in_place(|| handle.block_on(f))
+}
+
 /// The key of `path` under the root prefix `root`.
 fn key_in(root: &str, path: &Path) -> Key {
     let rel = path.to_string_lossy();
@@ -902,7 +906,7 @@ impl Read for StreamReader {
             let Some(stream) = self.stream.as_mut() else {
                 return Ok(0);
             };
-            match self.handle.block_on(stream.next()) {
+            match wait(&self.handle, stream.next()) {
                 Some(Ok(chunk)) => {
                     if chunk.len() as u64 > self.left {
                         return Err(io::Error::other("the object is longer than announced"));
@@ -962,7 +966,7 @@ impl fmt::Debug for S3Writer {
 
 impl S3Writer {
     fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.handle.block_on(f)
+        wait(&self.handle, f)
     }
 
     /// Starts the multipart upload if there is none yet, and records it at
@@ -1154,8 +1158,10 @@ mod tests {
 
     /// A Garage of its own and a backend on a fresh root in its bucket.
     struct GarageFixture {
-        garage: Garage,
+        // The backend goes first: Garage stops at once only when no client
+        // holds a connection open.
         backend: S3Backend,
+        garage: Garage,
     }
 
     impl Fixture for GarageFixture {
@@ -1183,7 +1189,7 @@ mod tests {
     fn fixture() -> GarageFixture {
         let garage = Garage::start("registry");
         let backend = S3Backend::open(&config(&garage, "/suite/")).expect("open the bucket");
-        GarageFixture { garage, backend }
+        GarageFixture { backend, garage }
     }
 
     crate::backend_suite!(fixture());
