@@ -1,9 +1,10 @@
 //! Our registry on S3 (a real Garage on 127.0.0.1): one bucket shared with
 //! CNCF distribution 2.8's s3 driver in both directions, and by two of our
-//! replicas (an upload started on one completes on the other).
+//! replicas (an upload started on one completes on the other); docker
+//! pushes, pulls and runs an image kept in the bucket.
 
 use e2e::garage::Garage;
-use e2e::{Registry, Skopeo};
+use e2e::{CommandExt, Registry, Skopeo};
 use reqwest::StatusCode;
 
 use crate::interop::{assert_serves, push_images};
@@ -112,4 +113,28 @@ fn two_replicas_on_one_bucket() {
     let out = e2e::temp_dir("s3-replicas");
     let (app, tool) = push_images(&a, &skopeo);
     assert_serves(&b, &skopeo, &app, &tool, out.path());
+}
+
+#[test]
+fn docker_push_pull_run_on_s3() {
+    let garage = Garage::start("images");
+    let reg = Registry::builder().s3(&garage, "/registry").start();
+    let docker = e2e::Dockerd::start();
+    let marker = e2e::fixtures::random_name(24);
+    let remote = format!("{}/s3/busybox:1", reg.host());
+    docker.import_busybox(&remote, &marker);
+    let pushed = docker.push(&remote);
+    let repo = format!("{}/s3/busybox", reg.host());
+    assert_eq!(
+        reg.api().manifest_digest("s3/busybox", "1"),
+        Some(pushed.clone())
+    );
+    docker.docker().args(["rmi", &remote]).ok();
+    docker.docker().args(["pull", &remote]).ok();
+    assert_eq!(docker.repo_digest(&remote, &repo), pushed);
+    assert_eq!(
+        docker.run_marker(&remote),
+        marker,
+        "the pulled image runs and has the pushed content"
+    );
 }
