@@ -116,14 +116,16 @@ fn image(config: &Digest, config_len: usize, layer: &Digest, layer_len: usize) -
 }
 
 async fn push_image(s: &Arc<Storage>, name: &RepoName, tag: &str, layer: &'static [u8]) -> Digest {
-    let c = push_blob(s, name, b"{}").await;
-    let l = push_blob(s, name, layer).await;
-    let bytes = image(&c, 2, &l, layer.len());
-    let m = Manifest::parse(Some("application/vnd.oci.image.manifest.v1+json"), &bytes).unwrap();
-    let d = Digest::sha256_of(&bytes);
+    let config = push_blob(s, name, b"{}").await;
+    let layer_digest = push_blob(s, name, layer).await;
+    let bytes = image(&config, 2, &layer_digest, layer.len());
+    let manifest =
+        Manifest::parse(Some("application/vnd.oci.image.manifest.v1+json"), &bytes).unwrap();
+    let digest = Digest::sha256_of(&bytes);
     let tag = Tag::parse(tag).unwrap();
-    s.put_manifest(name, Some(&tag), &d, &bytes, &m).unwrap();
-    d
+    s.put_manifest(name, Some(&tag), &digest, &bytes, &manifest)
+        .unwrap();
+    digest
 }
 
 async fn an_upload_resumed_by_another_replica_is_verified(backend: Arc<dyn Backend>) {

@@ -104,7 +104,7 @@ impl Storage {
             // The data comes first: it is what makes the upload usable.
             self.backend
                 .writer(&paths::upload_data(name, id), WriteMode::Create)
-                .and_then(|w| w.close())
+                .and_then(super::backend::Writer::close)
                 .context("starting an upload")?;
             self.backend
                 .put(
@@ -141,23 +141,19 @@ impl Storage {
         let size = self
             .run(move |s| s.backend.stat(&data).context("reading an upload"))
             .await?;
-        match size {
-            Some(meta) => {
-                if meta.size != guard.offset {
-                    // Written elsewhere or cut short by a crash: the
-                    // running hash no longer matches the data.
-                    *guard = UploadState {
-                        offset: meta.size,
-                        hasher: None,
-                    };
-                }
-                Ok(guard)
-            }
-            _ => {
-                self.uploads.states.invalidate(&key);
-                Err(Error::UploadUnknown)
-            }
+        let Some(meta) = size else {
+            self.uploads.states.invalidate(&key);
+            return Err(Error::UploadUnknown);
+        };
+        if meta.size != guard.offset {
+            // Written elsewhere or cut short by a crash: the running hash
+            // no longer matches the data.
+            *guard = UploadState {
+                offset: meta.size,
+                hasher: None,
+            };
         }
+        Ok(guard)
     }
 
     /// Appends a request body to the upload, hashing it on the way; when
@@ -279,36 +275,33 @@ impl Storage {
         // Always moved in, even when the blob exists: identical content, and
         // a fresh copy cannot have been set aside by a concurrent garbage
         // collection between our look and the link below.
-        match (&state.hasher, expected.algorithm()) {
-            (Some(h), DigestAlgorithm::Sha256) => {
-                let actual = h.clone().finish();
-                if &actual != expected {
-                    drop(writer);
-                    return self.refuse_upload(name, id, expected, actual);
-                }
-                writer.commit(&blob).context("completing an upload")?;
+        if let (Some(h), DigestAlgorithm::Sha256) = (&state.hasher, expected.algorithm()) {
+            let actual = h.clone().finish();
+            if &actual != expected {
+                drop(writer);
+                return self.refuse_upload(name, id, expected, actual);
             }
+            writer.commit(&blob).context("completing an upload")?;
+        } else {
             // The hash is not known here (another process wrote the data,
             // or another algorithm): the data is committed to a place of
             // its own, read back, and moved in only when it matches.
-            _ => {
-                let committed = paths::upload_committed(name, id);
-                writer.commit(&committed).context("completing an upload")?;
-                let actual = self
-                    .hash_object(&committed, expected.algorithm())?
-                    .ok_or(Error::UploadUnknown)?;
-                if &actual != expected {
-                    return self.refuse_upload(name, id, expected, actual);
-                }
-                self.backend
-                    .rename(
-                        &committed,
-                        &blob,
-                        &paths::upload_dir(name, id),
-                        Durability::Durable,
-                    )
-                    .context("completing an upload")?;
+            let committed = paths::upload_committed(name, id);
+            writer.commit(&committed).context("completing an upload")?;
+            let actual = self
+                .hash_object(&committed, expected.algorithm())?
+                .ok_or(Error::UploadUnknown)?;
+            if &actual != expected {
+                return self.refuse_upload(name, id, expected, actual);
             }
+            self.backend
+                .rename(
+                    &committed,
+                    &blob,
+                    &paths::upload_dir(name, id),
+                    Durability::Durable,
+                )
+                .context("completing an upload")?;
         }
         self.link_blob(name, expected)?;
         self.forget_upload(name, id)

@@ -434,38 +434,34 @@ impl FsBackend {
             self.prune_empty_dirs(dir, stop);
         }
     }
+}
 
-    fn walk_dir(
-        &self,
-        dir: &Path,
-        rel: &Path,
-        f: &mut dyn FnMut(&Path, Meta) -> Result<()>,
-    ) -> Result<()> {
-        let Some(rd) =
-            not_found_as_none(fs::read_dir(dir)).map_err(|e| Error::io("listing storage", &e))?
-        else {
-            return Ok(());
+/// Calls `f` for every file below `dir`, with its path after `rel`.
+fn walk_dir(dir: &Path, rel: &Path, f: &mut dyn FnMut(&Path, Meta) -> Result<()>) -> Result<()> {
+    let Some(rd) =
+        not_found_as_none(fs::read_dir(dir)).map_err(|e| Error::io("listing storage", &e))?
+    else {
+        return Ok(());
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("listing storage", &e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
         };
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::io("listing storage", &e))?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            let rel = rel.join(&name);
-            // Removed since the listing: skipped.
-            let Some(meta) = not_found_as_none(entry.metadata())
-                .map_err(|e| Error::io("listing storage", &e))?
-            else {
-                continue;
-            };
-            if meta.is_dir() {
-                self.walk_dir(&entry.path(), &rel, f)?;
-            } else {
-                f(&rel, file_meta(&meta))?;
-            }
+        let rel = rel.join(&name);
+        // Removed since the listing: skipped.
+        let Some(meta) =
+            not_found_as_none(entry.metadata()).map_err(|e| Error::io("listing storage", &e))?
+        else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk_dir(&entry.path(), &rel, f)?;
+        } else {
+            f(&rel, file_meta(&meta))?;
         }
-        Ok(())
     }
+    Ok(())
 }
 
 fn file_meta(m: &fs::Metadata) -> Meta {
@@ -563,7 +559,7 @@ impl Backend for FsBackend {
     }
 
     fn walk(&self, prefix: &Path, f: &mut dyn FnMut(&Path, Meta) -> Result<()>) -> Result<()> {
-        self.walk_dir(&self.abs(prefix), Path::new(""), f)
+        walk_dir(&self.abs(prefix), Path::new(""), f)
     }
 
     fn put(&self, path: &Path, data: &[u8], durability: Durability) -> Result<()> {
