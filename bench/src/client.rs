@@ -216,6 +216,9 @@ impl RegistryClient {
         cmd.args([
             "-sS",
             "--fail",
+            // distribution on S3 answers a blob GET with a redirect to a
+            // presigned URL, which clients follow.
+            "--location",
             "-o",
             "/dev/null",
             "-w",

@@ -18,7 +18,7 @@ mod token;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use clap::Parser;
 
 use crate::client::{OCI_MANIFEST, RegistryClient};
@@ -107,7 +107,15 @@ struct Args {
     /// Also write the rows as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Both servers store in one Garage (S3) started for the run, each under
+    /// its own root prefix, instead of a directory; only the metrics that
+    /// need no seeded data: small-push, push, push-chunked, pull.
+    #[arg(long)]
+    s3: bool,
 }
+
+/// The metrics `--s3` can measure (the others seed files on disk).
+const S3_METRICS: &[&str] = &["small-push", "push", "push-chunked", "pull"];
 
 /// Resolved sizes.
 struct Plan {
@@ -136,7 +144,8 @@ impl Args {
     }
 
     fn wants(&self, metric: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|m| m == metric)
+        (self.only.is_empty() || self.only.iter().any(|m| m == metric))
+            && (!self.s3 || S3_METRICS.contains(&metric))
     }
 }
 
@@ -232,7 +241,11 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
         None
     };
 
-    let servers = start_servers(args, seed_root.as_deref(), run_dir)?;
+    let garage = args.s3.then(|| {
+        eprintln!("bench: starting Garage (S3) for both servers");
+        e2e::garage::Garage::start("bench")
+    });
+    let servers = start_servers(args, seed_root.as_deref(), run_dir, garage.as_ref())?;
     ensure!(!servers.is_empty(), "no server to measure");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = Row::new("RSS idle", Unit::Bytes, Better::Lower, Some(1.0)).with_note(
@@ -306,6 +319,12 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
     if args.wants("push") || args.wants("push-chunked") || args.wants("pull") {
         rows.extend(blobs(&servers, plan, args, run_dir, fsync_rate.map(|(r, _)| r)).await?);
     }
+    let engine = match &garage {
+        Some(g) if args.wants("push") || args.wants("pull") => {
+            Some(engine_baseline(g, plan, run_dir).await?)
+        }
+        _ => None,
+    };
     if args.wants("token-manifest") || args.wants("token-pull") {
         rows.extend(token::rows(&servers, plan, args, run_dir).await?);
     }
@@ -328,8 +347,13 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
 
     println!();
     println!(
-        "registry benchmark: ours vs CNCF distribution 2.8 ({}; {} cores)",
+        "registry benchmark: ours vs CNCF distribution 2.8 ({}{}; {} cores)",
         if args.quick { "quick" } else { "full" },
+        if args.s3 {
+            ", both on S3: one Garage on 127.0.0.1"
+        } else {
+            ""
+        },
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
     );
     println!(
@@ -351,6 +375,15 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
             rate / 1e6
         );
     }
+    if let Some((put, get)) = engine {
+        println!(
+            "S3 engine alone (Garage, curl with SigV4, one {} MiB object, median of {}): PUT {:.1} MB/s, GET {:.1} MB/s",
+            plan.blob_size >> 20,
+            plan.reps,
+            put / 1e6,
+            get / 1e6
+        );
+    }
     println!();
     print!("{}", report::render(&rows));
     if let Some(path) = &args.json {
@@ -359,7 +392,59 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
     Ok(())
 }
 
-fn start_servers(args: &Args, seed_root: Option<&Path>, run_dir: &Path) -> Result<Vec<Server>> {
+/// What the same kind of client gets from Garage directly: PUT and GET of
+/// one blob-sized object with curl (SigV4), median of `plan.reps`; bytes
+/// per second. The ceiling for blob push and pull through a registry on it.
+async fn engine_baseline(
+    g: &e2e::garage::Garage,
+    plan: &Plan,
+    run_dir: &Path,
+) -> Result<(f64, f64)> {
+    let file = run_dir.join("engine-blob.bin");
+    data::blob_file(&file, plan.blob_size, 7)?;
+    let url = format!("{}/{}/engine/blob", g.endpoint, g.bucket);
+    let curl = |extra: &[&str]| {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-sS", "--fail", "-o", "/dev/null", "-w", "%{time_total}"])
+            .args([
+                "--aws-sigv4",
+                &format!("aws:amz:{}:s3", e2e::garage::REGION),
+                "--user",
+                &format!("{}:{}", g.access_key, g.secret_key),
+                "-H",
+                "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+            ])
+            .args(extra)
+            .arg(&url);
+        cmd
+    };
+    let mut put = Vec::new();
+    let mut get = Vec::new();
+    for _ in 0..plan.reps.max(1) {
+        for (times, extra) in [
+            (&mut put, vec!["-T", file.to_str().unwrap_or_default()]),
+            (&mut get, vec![]),
+        ] {
+            let out = curl(&extra).output().await.context("run curl")?;
+            ensure!(
+                out.status.success(),
+                "curl {extra:?} {url}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+            times.push(plan.blob_size as f64 / secs);
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok((median(put), median(get)))
+}
+
+fn start_servers(
+    args: &Args,
+    seed_root: Option<&Path>,
+    run_dir: &Path,
+    garage: Option<&e2e::garage::Garage>,
+) -> Result<Vec<Server>> {
     let mut servers = Vec::new();
     for name in &args.servers {
         let root = run_dir.join(format!("root-{name}"));
@@ -371,7 +456,11 @@ fn start_servers(args: &Args, seed_root: Option<&Path>, run_dir: &Path) -> Resul
             "distribution" => ("distribution", false),
             other => anyhow::bail!("unknown server {other} (ours, distribution)"),
         };
-        let reg = start_registry(args, ours, registry_builder(&root));
+        let mut builder = registry_builder(&root);
+        if let Some(g) = garage {
+            builder = builder.s3(g, &format!("/{name}"));
+        }
+        let reg = start_registry(args, ours, builder);
         let client = RegistryClient::new(reg.url())?;
         eprintln!("bench: {name} at {} (pid {})", reg.url(), reg.pid());
         servers.push(Server { name, reg, client });

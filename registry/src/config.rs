@@ -16,13 +16,26 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
+/// The storage driver and its settings; `storage::open` builds the
+/// backend from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageDriver {
+    /// Files under a root directory, in distribution's layout.
+    Filesystem { root: PathBuf },
+    /// distribution's `inmemory`: gone with the process (tests, demos).
+    InMemory,
+    /// An S3-compatible bucket, in distribution's key layout.
+    S3(crate::storage::backend::s3::S3Config),
+}
+
 /// Settings the registry runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub log_level: String,
     pub log_format: service::LogFormat,
     pub access_log: bool,
-    pub root_directory: PathBuf,
+    /// Where the data lives (`storage.filesystem`, `storage.inmemory`).
+    pub storage: StorageDriver,
     pub delete_enabled: bool,
     pub read_only: bool,
     /// Periodic purge of abandoned uploads (distribution's uploadpurging).
@@ -149,6 +162,102 @@ pub enum ConfigError {
     Yaml(String),
     #[error("configuration: {0}")]
     Invalid(String),
+}
+
+/// `storage.s3`, with distribution's keys and defaults. Values may come as
+/// YAML strings, numbers or booleans (environment variables are typed by
+/// their look: an all-digit access key is a number).
+fn parse_s3(
+    node: &Value,
+    warnings: &mut Vec<String>,
+) -> Result<crate::storage::backend::s3::S3Config, ConfigError> {
+    use crate::storage::backend::s3::{DEFAULT_CHUNK_SIZE, S3Config};
+    /// distribution's keys that change nothing here.
+    const IGNORED: &[&str] = &[
+        "encrypt",
+        "keyid",
+        "skipverify",
+        "v4auth",
+        "storageclass",
+        "useragent",
+        "usedualstack",
+        "accelerate",
+        "objectacl",
+        "loglevel",
+        "multipartcopychunksize",
+        "multipartcopymaxconcurrency",
+    ];
+    let mut c = S3Config {
+        secure: true,
+        chunksize: DEFAULT_CHUNK_SIZE,
+        multipartcopythresholdsize: 32 << 20,
+        ..S3Config::default()
+    };
+    let Some(map) = node.as_mapping() else {
+        return Err(invalid("storage.s3 must be a mapping"));
+    };
+    let mut pathstyle = None;
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default().to_ascii_lowercase();
+        let text = || -> Result<String, ConfigError> {
+            match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Bool(b) => Ok(b.to_string()),
+                Value::Null => Ok(String::new()),
+                _ => Err(invalid(format!("storage.s3.{key} must be a single value"))),
+            }
+        };
+        let flag = || -> Result<bool, ConfigError> {
+            match text()?.to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => Err(invalid(format!(
+                    "storage.s3.{key} {other:?} is not true or false"
+                ))),
+            }
+        };
+        let size = || -> Result<u64, ConfigError> {
+            let t = text()?;
+            t.parse()
+                .map_err(|_| invalid(format!("storage.s3.{key} {t:?} is not a size in bytes")))
+        };
+        match key.as_str() {
+            "bucket" => c.bucket = text()?,
+            "region" => c.region = text()?,
+            "regionendpoint" => c.regionendpoint = text()?,
+            "accesskey" => c.accesskey = text()?,
+            "secretkey" => c.secretkey = text()?,
+            "rootdirectory" => c.rootdirectory = text()?,
+            "secure" => c.secure = flag()?,
+            "forcepathstyle" => pathstyle = Some(flag()?),
+            "chunksize" => c.chunksize = size()?,
+            "multipartcopythresholdsize" => c.multipartcopythresholdsize = size()?,
+            k if IGNORED.contains(&k) => {
+                warnings.push(format!("storage.s3.{k} is accepted and ignored"));
+            }
+            k => warnings.push(format!(
+                "unknown configuration key storage.s3.{k} is ignored"
+            )),
+        }
+    }
+    // distribution 2.8 addresses a `regionendpoint` path-style.
+    c.forcepathstyle = pathstyle.unwrap_or(!c.regionendpoint.is_empty());
+    if c.bucket.is_empty() {
+        return Err(invalid("storage.s3.bucket is required"));
+    }
+    if c.region.is_empty() && c.regionendpoint.is_empty() {
+        return Err(invalid(
+            "storage.s3 needs a region (Amazon S3) or a regionendpoint (another S3 server)",
+        ));
+    }
+    if c.chunksize < crate::storage::backend::s3::MIN_CHUNK_SIZE {
+        return Err(invalid(format!(
+            "storage.s3.chunksize {} is below S3's minimum part size of 5 MiB",
+            c.chunksize
+        )));
+    }
+    Ok(c)
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -496,18 +605,28 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
 
     let storage = raw.storage.unwrap_or_default();
     for (driver, present) in [
-        ("s3", storage.s3.is_some()),
         ("azure", storage.azure.is_some()),
         ("gcs", storage.gcs.is_some()),
-        ("inmemory", storage.inmemory.is_some()),
         ("swift", storage.swift.is_some()),
         ("oss", storage.oss.is_some()),
     ] {
         if present {
             return Err(invalid(format!(
-                "storage driver {driver} is not supported; use storage.filesystem"
+                "storage driver {driver} is not supported; use storage.filesystem, s3 or inmemory"
             )));
         }
+    }
+    let drivers = [
+        ("filesystem", storage.filesystem.is_some()),
+        ("inmemory", storage.inmemory.is_some()),
+        ("s3", storage.s3.is_some()),
+    ];
+    let named: Vec<&str> = drivers.iter().filter(|d| d.1).map(|d| d.0).collect();
+    if named.len() > 1 {
+        return Err(invalid(format!(
+            "storage: configure one driver, not {}",
+            named.join(" and ")
+        )));
     }
     let duration = |key: &str, v: Option<&str>, default: Duration| match v {
         None | Some("") => Ok(default),
@@ -562,10 +681,18 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         }),
         _ => None,
     };
-    let root_directory = storage
-        .filesystem
-        .and_then(|f| f.rootdirectory)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    let driver = if let Some(s3) = &storage.s3 {
+        StorageDriver::S3(parse_s3(s3, &mut warnings)?)
+    } else if storage.inmemory.is_some() {
+        StorageDriver::InMemory
+    } else {
+        StorageDriver::Filesystem {
+            root: storage
+                .filesystem
+                .and_then(|f| f.rootdirectory)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+        }
+    };
 
     let http = raw.http;
     if let Some(net) = http.net.as_deref()
@@ -680,7 +807,7 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         log_level,
         log_format,
         access_log: !raw.log.accesslog.disabled,
-        root_directory,
+        storage: driver,
         delete_enabled: storage.delete.enabled,
         read_only: storage.maintenance.readonly.enabled,
         upload_purging,
@@ -853,7 +980,12 @@ mod tests {
     fn defaults_without_anything() {
         let c = Config::from_yaml("", env(&[])).unwrap();
         assert_eq!(c.addr, ListenAddr::AnyHost(5000));
-        assert_eq!(c.root_directory, PathBuf::from("./data/registry"));
+        assert_eq!(
+            c.storage,
+            StorageDriver::Filesystem {
+                root: PathBuf::from("./data/registry")
+            }
+        );
         assert_eq!(c.auth, AuthConfig::None);
         assert!(!c.delete_enabled && !c.read_only && c.access_log);
         assert!(c.warnings.is_empty());
@@ -884,7 +1016,12 @@ health:
     threshold: 3
 ";
         let c = Config::from_yaml(yaml, env(&[])).unwrap();
-        assert_eq!(c.root_directory, PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            c.storage,
+            StorageDriver::Filesystem {
+                root: PathBuf::from("/var/lib/registry")
+            }
+        );
         assert_eq!(
             c.headers,
             vec![("X-Content-Type-Options".to_owned(), "nosniff".to_owned())]
@@ -925,7 +1062,12 @@ health:
         );
         assert_eq!(c.addr, ListenAddr::Socket("127.0.0.1:0".parse().unwrap()));
         assert!(c.delete_enabled && c.read_only && !c.access_log);
-        assert_eq!(c.root_directory, PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            c.storage,
+            StorageDriver::Filesystem {
+                root: PathBuf::from("/var/lib/registry")
+            }
+        );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
@@ -964,6 +1106,89 @@ health:
             panic!("token auth expected")
         };
         assert_eq!(t.jwks_url, None);
+    }
+
+    #[test]
+    fn s3_like_distribution() {
+        let yaml = "storage:\n  s3:\n    bucket: images\n    region: garage\n    \
+                    regionendpoint: http://127.0.0.1:3900\n    rootdirectory: /registry\n    \
+                    forcepathstyle: true\n    secure: false\n    v4auth: true\n";
+        let c = Config::from_yaml(
+            yaml,
+            env(&[
+                ("REGISTRY_STORAGE_S3_ACCESSKEY", "123456"),
+                ("REGISTRY_STORAGE_S3_SECRETKEY", "s3cr3t"),
+                ("REGISTRY_STORAGE_S3_CHUNKSIZE", "8388608"),
+            ]),
+        )
+        .unwrap();
+        let StorageDriver::S3(s3) = &c.storage else {
+            panic!("{:?}", c.storage)
+        };
+        assert_eq!(
+            (
+                s3.bucket.as_str(),
+                s3.region.as_str(),
+                s3.rootdirectory.as_str()
+            ),
+            ("images", "garage", "/registry")
+        );
+        assert_eq!(s3.regionendpoint, "http://127.0.0.1:3900");
+        assert_eq!(
+            (s3.accesskey.as_str(), s3.secretkey.as_str()),
+            ("123456", "s3cr3t")
+        );
+        assert!(s3.forcepathstyle && !s3.secure);
+        assert_eq!(s3.chunksize, 8 << 20);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("v4auth")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            !format!("{:?}", c.storage).contains("s3cr3t"),
+            "secret in Debug"
+        );
+        for (bad, says) in [
+            ("storage:\n  s3:\n    region: x\n", "bucket"),
+            ("storage:\n  s3:\n    bucket: b\n", "region"),
+            (
+                "storage:\n  s3:\n    bucket: b\n    region: r\n    chunksize: 1024\n",
+                "5 MiB",
+            ),
+            (
+                "storage:\n  s3:\n    bucket: b\n    region: r\n    secure: maybe\n",
+                "true or false",
+            ),
+            (
+                "storage:\n  s3:\n    bucket: b\n    region: r\n  filesystem: {}\n",
+                "one driver",
+            ),
+        ] {
+            let err = Config::from_yaml(bad, env(&[])).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn storage_drivers() {
+        let c = Config::from_yaml("storage:\n  inmemory: {}\n", env(&[])).unwrap();
+        assert_eq!(c.storage, StorageDriver::InMemory);
+        let c = Config::from_yaml("", env(&[("REGISTRY_STORAGE", "inmemory")])).unwrap();
+        assert_eq!(c.storage, StorageDriver::InMemory);
+        let both = "storage:\n  inmemory: {}\n  filesystem:\n    rootdirectory: /x\n";
+        let err = Config::from_yaml(both, env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("one driver, not filesystem and inmemory"),
+            "{err}"
+        );
+        let err = Config::from_yaml("storage:\n  azure: {}\n", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("storage driver azure is not supported"),
+            "{err}"
+        );
     }
 
     #[test]

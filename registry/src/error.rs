@@ -31,6 +31,7 @@ pub enum ErrorCode {
     Denied,
     Unsupported,
     TooManyRequests,
+    Unavailable,
     Unknown,
 }
 
@@ -54,6 +55,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -78,6 +80,7 @@ impl ErrorCode {
             ErrorCode::Denied => StatusCode::FORBIDDEN,
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -195,6 +198,59 @@ impl Error {
     }
 }
 
+/// What a refused upload client is told to wait, in seconds: pushes in
+/// progress complete and free their sessions within about that much.
+const UPLOADS_RETRY_AFTER_SECS: &str = "60";
+
+/// What a client is told to wait when the storage backend is unavailable.
+const UNAVAILABLE_RETRY_AFTER_SECS: &str = "5";
+
+/// Storage errors as the client sees them: the registry's refusals become
+/// their OCI codes; backend failures become 503 (unavailable, worth a
+/// retry), 507 (full) or 500, with the cause logged, not shown.
+impl From<crate::storage::Error> for Error {
+    fn from(e: crate::storage::Error) -> Error {
+        use crate::storage::Error as S;
+        match e {
+            S::UploadUnknown => Error::upload_unknown(),
+            S::DigestMismatch {
+                ref expected,
+                ref actual,
+            } => {
+                let message = e.to_string();
+                Error::new(ErrorCode::DigestInvalid, message)
+                    .with_detail(serde_json::json!({ "expected": expected, "actual": actual }))
+            }
+            S::ManifestBlobUnknown { ref digest, .. } => {
+                let detail = serde_json::json!({ "digest": digest });
+                Error::new(ErrorCode::ManifestBlobUnknown, e.to_string()).with_detail(detail)
+            }
+            S::BlobSizeMismatch { .. } => Error::new(ErrorCode::ManifestInvalid, e.to_string()),
+            S::TooManyUploads { .. } => Error::new(ErrorCode::TooManyRequests, e.to_string())
+                .with_header(http::header::RETRY_AFTER, UPLOADS_RETRY_AFTER_SECS),
+            S::GcRunning => Error::new(ErrorCode::Denied, e.to_string()),
+            S::Invalid(_) => Error::new(ErrorCode::BlobUploadInvalid, e.to_string()),
+            S::Unavailable(ref m) => {
+                tracing::error!("storage unavailable: {m}");
+                Error::new(
+                    ErrorCode::Unavailable,
+                    "storage is unavailable, retry later",
+                )
+                .with_header(http::header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS)
+            }
+            S::NoSpace(ref m) => {
+                tracing::error!("storage is full: {m}");
+                Error::new(
+                    ErrorCode::Unknown,
+                    "storage is full: no space left on the registry's disk",
+                )
+                .with_status(StatusCode::INSUFFICIENT_STORAGE)
+            }
+            S::NotFound(m) | S::Conflict(m) | S::Io(m) => Error::internal("storage", m),
+        }
+    }
+}
+
 /// Whether `err` means the storage has no room left (ENOSPC or EDQUOT).
 pub fn is_no_space(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
@@ -245,3 +301,44 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Error as S;
+
+    #[test]
+    fn storage_errors_become_oci_errors() {
+        let e = Error::from(S::Unavailable("connection refused".into()));
+        assert_eq!(
+            (e.code, e.status),
+            (ErrorCode::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert!(
+            e.headers()
+                .is_some_and(|h| h.contains_key(http::header::RETRY_AFTER))
+        );
+        assert!(
+            !e.message.contains("refused"),
+            "the cause is logged, not shown"
+        );
+        let e = Error::from(S::Io("disk on fire".into()));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let e = Error::from(S::NoSpace("ENOSPC".into()));
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+        let e = Error::from(S::TooManyUploads {
+            scope: "in this repository",
+            cap: 3,
+        });
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            e.headers()
+                .is_some_and(|h| h.contains_key(http::header::RETRY_AFTER))
+        );
+        assert_eq!(
+            Error::from(S::UploadUnknown).code,
+            ErrorCode::BlobUploadUnknown
+        );
+        assert_eq!(Error::from(S::GcRunning).status, StatusCode::FORBIDDEN);
+    }
+}

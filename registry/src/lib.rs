@@ -20,7 +20,6 @@ use axum::Router;
 use crate::auth::{Authenticator, Htpasswd, TokenAuth};
 use crate::config::{AuthConfig, Config, ListenAddr};
 use crate::state::{App, AppState};
-use crate::storage::{FsBackend, Storage};
 
 /// The registry's router over `state`, observed (request ids, access log,
 /// metrics).
@@ -38,8 +37,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     // TLS for the JWKS URL (and the server) uses ring; a second install is
     // harmlessly refused.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::create_dir_all(&config.root_directory)
-        .with_context(|| format!("creating storage root {}", config.root_directory.display()))?;
     let authenticator = match &config.auth {
         AuthConfig::None => Authenticator::None,
         AuthConfig::Htpasswd { realm, path } => {
@@ -54,7 +51,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             Authenticator::Token(auth)
         }
     };
-    let storage = Arc::new(Storage::new(FsBackend::new(&config.root_directory)));
+    let storage = Arc::new(storage::open(&config).context("opening the storage")?);
     Ok(AppState(Arc::new(App {
         config,
         storage,

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use registry::config::StorageDriver;
 use registry::config::{Config, parse_duration};
 use registry::oci::RepoName;
+use registry::storage::Storage;
 use registry::storage::gc::GcOptions;
-use registry::storage::{FsBackend, Storage};
 
 #[derive(Parser)]
 #[command(
@@ -96,13 +97,12 @@ impl ConfigArgs {
         for w in &config.warnings {
             tracing::warn!("{w}");
         }
-        if !config.root_directory.is_dir() {
-            anyhow::bail!(
-                "storage root {} does not exist",
-                config.root_directory.display()
-            );
+        if let StorageDriver::Filesystem { root } = &config.storage
+            && !root.is_dir()
+        {
+            anyhow::bail!("storage root {} does not exist", root.display());
         }
-        let storage = Arc::new(Storage::new(FsBackend::new(&config.root_directory)));
+        let storage = Arc::new(registry::storage::open(&config)?);
         Ok((config, storage))
     }
 }

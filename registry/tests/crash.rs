@@ -13,14 +13,25 @@ use std::time::Duration;
 
 use e2e::fixtures::random_bytes;
 use registry::oci::Digest;
-use support::process::{Client, Image, Server, registry_cmd};
+use support::process::{Client, Image, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_midway_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
-    let mut server = Server::start(&root, &[]);
+    kill_9_midway(&Store::Dir(root), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_midway_loses_nothing_acknowledged_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = tokio::task::block_in_place(|| e2e::garage::Garage::start("crash"));
+    kill_9_midway(&Store::S3(garage), dir.path()).await;
+}
+
+async fn kill_9_midway(store: &Store, logs: &std::path::Path) {
+    let mut server = store.serve(&logs.join("first.log"));
     let client = Client::new(&server.url);
 
     // A chunked upload in progress when the crash comes.
@@ -92,7 +103,7 @@ async fn kill_9_midway_loses_nothing_acknowledged() {
     );
 
     // Restart on the same storage.
-    let server = Server::start(&root, &[]);
+    let server = store.serve(&logs.join("second.log"));
     let client = Client::new(&server.url);
     for (repo, tag, image, _) in &acknowledged {
         let digest = client
@@ -102,7 +113,7 @@ async fn kill_9_midway_loses_nothing_acknowledged() {
         assert_eq!(digest, image.digest);
     }
     // Every blob visible in the store is whole: fsck hashes each one.
-    let out = registry_cmd(&root, &["fsck"]);
+    let out = tokio::task::block_in_place(|| store.cmd(&["fsck"]));
     assert!(
         out.status.success(),
         "fsck: {}",

@@ -10,7 +10,6 @@ use std::process::Command;
 
 use http::{Method, StatusCode};
 use registry::oci::Digest;
-use registry::storage::{FsBackend, Storage};
 use support::*;
 
 fn usage(p: &Path) -> u64 {
@@ -74,7 +73,7 @@ async fn full_disk_answers_507_and_recovers() {
         "{:?}",
         app.files()
     );
-    let report = Storage::new(FsBackend::new(&root)).fsck(false).unwrap();
+    let report = offline_storage(&root).fsck(false).unwrap();
     assert!(report.is_clean() && report.problems.is_empty(), "{report}");
     assert_eq!(report.blobs, stored.len());
 

@@ -243,13 +243,12 @@ async fn empty_sessions_are_purged_once_stale_when_the_cap_is_reached() {
 #[tokio::test]
 async fn the_purging_job_removes_stale_empty_sessions_sooner() {
     use registry::storage::gc::GcOptions;
-    use registry::storage::{FsBackend, Storage};
     let app = TestApp::new().await;
     let empty = app.start_upload("p").await;
     let with_data = app.start_upload("p").await;
     app.request(Method::PATCH, &with_data, &[], b"data".to_vec())
         .await;
-    let storage = Storage::new(FsBackend::new(app.root()));
+    let storage = app.offline_storage();
     let purge = |empty_age: u64| GcOptions {
         uploads_only: true,
         empty_upload_max_age: Some(std::time::Duration::from_secs(empty_age)),

@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use http::{Method, StatusCode};
 use registry::oci::Digest;
+use registry::storage::Storage;
 use registry::storage::fsck::Problem;
 use registry::storage::gc::GcOptions;
-use registry::storage::{FsBackend, Storage};
 use support::*;
 
 fn storage(app: &TestApp) -> Storage {
-    Storage::new(FsBackend::new(app.root()))
+    app.offline_storage()
 }
 
 fn gc_now() -> GcOptions {
@@ -313,7 +313,7 @@ async fn gc_purges_old_uploads() {
 }
 
 #[tokio::test]
-async fn gc_puts_back_what_an_interrupted_run_set_aside_and_takes_a_lock() {
+async fn gc_puts_back_what_an_interrupted_run_set_aside_and_takes_a_lease() {
     let app = TestApp::new().await;
     let (_, m) = app.push_image("r", "v", "1").await;
     let layer = Digest::sha256_of("layer of 1".repeat(10).as_bytes());
@@ -328,21 +328,23 @@ async fn gc_puts_back_what_an_interrupted_run_set_aside_and_takes_a_lock() {
         .await
         .assert_error(404, "BLOB_UNKNOWN");
     let s = storage(&app);
-    {
-        let held = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(app.root().join("docker/registry/v2/_gc.lock"))
-            .unwrap();
-        held.lock().unwrap();
-        let err = s.gc(&gc_now()).unwrap_err();
-        assert!(
-            err.message
-                .contains("another garbage collection is running"),
-            "{err}"
-        );
-    }
+    // A collection running elsewhere holds a fresh lease: refused.
+    let lease = app.root().join("docker/registry/v2/_gc.lease");
+    std::fs::write(&lease, "another run").unwrap();
+    let err = s.gc(&gc_now()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another garbage collection is running"),
+        "{err}"
+    );
+    // The killed collection's lease, no longer renewed, goes stale.
+    let stale = std::time::SystemTime::now() - registry::storage::gc::LEASE_TTL * 2;
+    std::fs::File::options()
+        .write(true)
+        .open(&lease)
+        .unwrap()
+        .set_modified(stale)
+        .unwrap();
     let report = s.gc(&gc_now()).unwrap();
     assert_eq!(report.recovered_from_crash, 1, "{report}");
     assert_eq!(report.blobs_deleted, 0, "{report}");

@@ -108,14 +108,37 @@ fn sigterm_shuts_down_gracefully() {
 fn bad_configuration_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.yml");
-    std::fs::write(&cfg, "storage:\n  s3:\n    bucket: x\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_registry"))
-        .args(["serve", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("storage driver s3 is not supported"), "{err}");
+    for (yaml, says) in [
+        (
+            "storage:\n  azure:\n    accountname: x\n",
+            "storage driver azure is not supported",
+        ),
+        (
+            "storage:\n  s3:\n    bucket: x\n",
+            "storage.s3 needs a region",
+        ),
+        (
+            // Nothing listens on port 9 of 127.0.0.1: the start fails at once.
+            "storage:\n  s3:\n    bucket: x\n    region: r\n    regionendpoint: http://127.0.0.1:9\n    \
+             accesskey: a\n    secretkey: s\n",
+            "cannot reach bucket \"x\" at http://127.0.0.1:9",
+        ),
+    ] {
+        std::fs::write(&cfg, yaml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args(["serve", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        // One line says what is wrong (log lines of retries may precede it).
+        let said: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("registry: "))
+            .collect();
+        assert_eq!(said.len(), 1, "{err}");
+        assert!(said[0].contains(says), "{yaml}: {err}");
+    }
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ pub mod containerd;
 pub mod digest;
 pub mod dockerd;
 pub mod fixtures;
+pub mod garage;
 pub mod mount;
 pub mod process;
 pub mod proxy;

@@ -359,6 +359,8 @@ pub trait CommandExt {
     fn run(&mut self) -> Output;
     /// Like [`CommandExt::run`] with `input` written to stdin.
     fn run_with_stdin(&mut self, input: &[u8]) -> Output;
+    /// Like [`CommandExt::run`] with another time limit.
+    fn run_for(&mut self, timeout: Duration) -> Output;
     /// Runs and requires success; returns stdout as text. Panics with the
     /// command line, status, stdout and stderr otherwise.
     fn ok(&mut self) -> String;
@@ -374,6 +376,10 @@ impl CommandExt for Command {
 
     fn run_with_stdin(&mut self, input: &[u8]) -> Output {
         run_with_timeout(self, Some(input), command_timeout())
+    }
+
+    fn run_for(&mut self, timeout: Duration) -> Output {
+        run_with_timeout(self, None, timeout)
     }
 
     fn ok(&mut self) -> String {

@@ -1,7 +1,7 @@
 //! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`: blob download (with
 //! `Range`) and removal from a repository.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -40,29 +40,47 @@ pub async fn get(
         set_blob_headers(resp.headers_mut(), digest, size);
         return Ok(resp);
     }
-    let opened = state.storage.run(move |s| s.open_blob(&n, &d)).await?;
-    let (mut reader, size) = opened.ok_or_else(|| Error::blob_unknown(digest))?;
-    let (status, start, len) = match range_header.as_deref() {
-        None => (StatusCode::OK, 0, size),
-        Some(r) => match parse_range(r, size) {
-            Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-            None => {
-                return Err(Error::new(
-                    ErrorCode::RangeInvalid,
-                    format!("range {r:?} cannot be satisfied"),
-                )
-                .with_header(CONTENT_RANGE, &format!("bytes */{size}")));
-            }
-        },
+    // The size decides the range, the range where reading starts: both in
+    // one trip to the blocking pool.
+    let range = range_header.clone();
+    let opened = state
+        .storage
+        .run(move |s| {
+            let Some(size) = s.stat_blob(&n, &d)? else {
+                return Ok(None);
+            };
+            let span = match range.as_deref() {
+                None => Some((0, size)),
+                Some(r) => parse_range(r, size).map(|(start, end)| (start, end - start + 1)),
+            };
+            let Some((start, len)) = span else {
+                return Ok(Some(Opened::Unsatisfiable(size)));
+            };
+            Ok(s.read_blob(&n, &d, start)?
+                .map(|(reader, size)| Opened::Reader(reader, size, start, len)))
+        })
+        .await?;
+    let (mut reader, size, start, len) = match opened {
+        None => return Err(Error::blob_unknown(digest)),
+        Some(Opened::Unsatisfiable(size)) => {
+            return Err(Error::new(
+                ErrorCode::RangeInvalid,
+                format!(
+                    "range {:?} cannot be satisfied",
+                    range_header.unwrap_or_default()
+                ),
+            )
+            .with_header(CONTENT_RANGE, &format!("bytes */{size}")));
+        }
+        Some(Opened::Reader(reader, size, start, len)) => (reader, size, start, len),
+    };
+    let status = if range_header.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
-        if start > 0
-            && let Err(e) = reader.seek(SeekFrom::Start(start))
-        {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
         let mut remaining = len;
         while remaining > 0 {
             let want = READ_CHUNK.min(usize::try_from(remaining).unwrap_or(READ_CHUNK));
@@ -89,6 +107,14 @@ pub async fn get(
         );
     }
     Ok(resp)
+}
+
+/// A blob opened for a download, or why not.
+enum Opened {
+    /// Reader from `start`, the blob's size, `start`, bytes to send.
+    Reader(Box<dyn Read + Send>, u64, u64, u64),
+    /// The range lies outside a blob of this size.
+    Unsatisfiable(u64),
 }
 
 /// Reads the next `len` bytes. A file that ends early fails the body,

@@ -241,11 +241,11 @@ async fn append(
     let start = upload.offset;
     match state
         .storage
-        .append_upload(name, id, upload, body, expected)
+        .append_upload(name, id, upload, body.into_data_stream(), expected)
         .await
     {
         Ok(_) => Ok(()),
-        Err(AppendError::Storage(e)) => Err(e),
+        Err(AppendError::Storage(e)) => Err(e.into()),
         Err(AppendError::Length { received }) => Err(Error::new(
             ErrorCode::SizeInvalid,
             format!(

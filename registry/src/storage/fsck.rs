@@ -5,13 +5,23 @@
 //! With `repair`, corrupt blobs are moved aside to `_corrupt/` (never
 //! deleted: an operator may want them) and dangling links are dropped. A
 //! manifest referencing a missing blob cannot be repaired; it is reported.
+//!
+//! Everything goes through the backend trait, so the check runs the same
+//! on every backend. Moving a corrupt blob aside is a rename on the
+//! filesystem and a copy and a delete on S3: a crash in between leaves the
+//! corrupt blob in place too, and the next check finds it again. Leftovers
+//! of interrupted writes (`.<name>.tmp-<id>` files and staged directories)
+//! only exist on the filesystem; object stores never show a partial
+//! object.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{Backend, Storage, io_err, paths};
-use crate::error::Result;
+use super::backend::Durability;
+use super::error::Context;
+use super::{Result, Storage, paths};
 use crate::oci::{Digest, RepoName, Tag};
 
 /// One problem found.
@@ -117,7 +127,7 @@ impl fmt::Display for FsckReport {
 /// Temporary files younger than this may belong to a write in progress.
 const TEMP_AGE: Duration = Duration::from_secs(3600);
 
-impl<B: Backend> Storage<B> {
+impl Storage {
     /// Checks the whole storage; with `repair`, fixes what can be fixed.
     pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
         let started = Instant::now();
@@ -145,8 +155,13 @@ impl<B: Backend> Storage<B> {
                 report.problems.push(Problem::CorruptBlob(d.clone()));
                 if repair {
                     self.backend
-                        .rename_durable(&data, &paths::corrupt_blob(&d))
-                        .map_err(io_err("moving a corrupt blob aside"))?;
+                        .rename(
+                            &data,
+                            &paths::corrupt_blob(&d),
+                            &paths::blobs_root(),
+                            Durability::Durable,
+                        )
+                        .context("moving a corrupt blob aside")?;
                     self.manifests.invalidate(&d);
                     report.repaired += 1;
                 }
@@ -241,39 +256,50 @@ impl<B: Backend> Storage<B> {
     }
 
     /// Temporary files and staged directories of atomic writes
-    /// (`.<name>.tmp-<id>`) that an interrupted write left behind.
+    /// (`.<name>.tmp-<id>`) that an interrupted write left behind: the
+    /// outermost such path segment of every object, older than
+    /// [`TEMP_AGE`] (by its newest object).
     fn check_temp_files(&self, repair: bool, report: &mut FsckReport) -> Result<()> {
-        let mut stack = vec![PathBuf::from(paths::ROOT)];
-        while let Some(dir) = stack.pop() {
-            for e in self.backend.list(&dir).map_err(io_err("listing storage"))? {
-                let path = dir.join(&e.name);
-                let is_temp = e.name.starts_with('.') && e.name.contains(".tmp-");
-                if !is_temp {
-                    if e.is_dir {
-                        stack.push(path);
-                    }
-                    continue;
-                }
-                let old = self
-                    .backend
-                    .stat(&path)
-                    .map_err(io_err("reading storage"))?
-                    .is_some_and(|m| super::gc::older_than(m.modified, TEMP_AGE));
-                if old {
-                    report.problems.push(Problem::LeftoverTemp(path.clone()));
-                    if repair {
-                        if e.is_dir {
-                            self.backend
-                                .remove_dir_all(&path)
-                                .map_err(io_err("removing a staged directory"))?;
-                        } else {
-                            self.backend
-                                .remove_file(&path)
-                                .map_err(io_err("removing a temporary file"))?;
-                        }
-                        report.repaired += 1;
+        let root = PathBuf::from(paths::ROOT);
+        // Leftover -> (whether it is a prefix, its newest object's time).
+        let mut found: HashMap<PathBuf, (bool, SystemTime)> = HashMap::new();
+        self.backend
+            .walk(&root, &mut |path, meta| {
+                let mut leftover = PathBuf::new();
+                let segments: Vec<_> = path.iter().collect();
+                for (i, seg) in segments.iter().enumerate() {
+                    leftover.push(seg);
+                    let name = seg.to_string_lossy();
+                    if name.starts_with('.') && name.contains(".tmp-") {
+                        let is_prefix = i + 1 < segments.len();
+                        let entry = found.entry(leftover).or_insert((is_prefix, meta.modified));
+                        entry.1 = entry.1.max(meta.modified);
+                        break;
                     }
                 }
+                Ok(())
+            })
+            .context("listing storage")?;
+        let mut leftovers: Vec<_> = found.into_iter().collect();
+        leftovers.sort();
+        for (rel, (is_prefix, modified)) in leftovers {
+            if !super::gc::older_than(modified, TEMP_AGE) {
+                continue;
+            }
+            let path = root.join(&rel);
+            report.problems.push(Problem::LeftoverTemp(path.clone()));
+            if repair {
+                let stop = path.parent().unwrap_or(Path::new(""));
+                if is_prefix {
+                    self.backend
+                        .delete_prefix(&path, stop)
+                        .context("removing a staged directory")?;
+                } else {
+                    self.backend
+                        .delete(&path, stop)
+                        .context("removing a temporary file")?;
+                }
+                report.repaired += 1;
             }
         }
         Ok(())

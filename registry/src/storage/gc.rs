@@ -18,17 +18,52 @@
 //! 4. **Delete** what is still set aside, drop blob links left dangling,
 //!    and purge uploads older than their age limit.
 //!
-//! One collection runs at a time (a lock file); content set aside by a
-//! collection that crashed is put back by the next one before it starts.
+//! Content set aside by a collection that crashed is put back by the next
+//! one before it starts.
+//!
+//! # Why this holds on every backend
+//!
+//! "Set aside" is [`Backend::rename`]: a `rename(2)` on the filesystem, a
+//! copy then a delete on S3. The argument needs only that a set-aside
+//! object is either still in place or (also) in the run's directory, and
+//! that a put back makes it visible in place again — both true of a copy
+//! and a delete; a crash between the two leaves two identical copies
+//! (content-addressed), the one in `_gc/<run>/` put back or dropped by
+//! the next collection. Step 3's "whichever comes second sees the other"
+//! needs each side's writes to be visible to the other's later reads:
+//! POSIX gives it, and so does S3 (strongly consistent reads after writes
+//! and for listings since 2020; Garage likewise).
+//!
+//! The grace period is measured on the blob's own time (mtime; S3's
+//! `LastModified`), never on a directory's.
+//!
+//! One collection runs at a time, by a *lease* object (`_gc.lease`)
+//! created with [`Backend::put_new`] (`link(2)` on the filesystem,
+//! `If-None-Match: *` on S3) and renewed while the collection runs; a
+//! lease not renewed for [`LEASE_TTL`] is stale (its holder crashed) and
+//! is taken over. The lease saves work but correctness does not rest on
+//! it: two collections that do overlap (a takeover racing a slow holder)
+//! each delete only what they set aside themselves and found unreferenced
+//! on their own second look, and one's crash recovery only moves the
+//! other's content *back* — so they can waste work or miscount, never
+//! delete something referenced.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Backend, Storage, io_err, paths};
-use crate::error::{Error, ErrorCode, Result};
+use super::backend::{Backend, Durability};
+use super::error::Context;
+use super::{Error, Result, Storage, paths};
 use crate::oci::{Digest, DigestAlgorithm, Manifest, RepoName, Tag};
+
+/// A lease not renewed for this long belongs to a collection that died.
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// How often a running collection renews its lease.
+const LEASE_RENEW: Duration = Duration::from_secs(15);
 
 /// What a collection does.
 #[derive(Debug, Clone)]
@@ -197,17 +232,11 @@ struct Run {
     revisions: HashSet<(RepoName, Digest)>,
 }
 
-impl<B: Backend> Storage<B> {
+impl Storage {
     /// Runs a garbage collection. Fails when another one holds the lock.
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
         let started = Instant::now();
-        let _lock = self
-            .backend
-            .try_lock(&paths::gc_lock())
-            .map_err(io_err("locking for garbage collection"))?
-            .ok_or_else(|| {
-                Error::new(ErrorCode::Denied, "another garbage collection is running")
-            })?;
+        let _lease = Lease::take(self.backend.clone())?;
         let mut report = GcReport {
             dry_run: opts.dry_run,
             ..GcReport::default()
@@ -269,16 +298,18 @@ impl<B: Backend> Storage<B> {
             // Counted once deleted, in step 4.
             for (name, d) in &untagged {
                 let from = paths::revision_link(name, d);
-                match self
-                    .backend
-                    .move_aside(&from, &paths::gc_trash_revision(&run.id, name, d))
-                {
+                match self.backend.rename(
+                    &from,
+                    &paths::gc_trash_revision(&run.id, name, d),
+                    &paths::repositories_root(),
+                    Durability::Scratch,
+                ) {
                     Ok(()) => {
                         run.revisions.insert((name.clone(), d.clone()));
                     }
                     // Deleted meanwhile.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("setting a manifest aside", &e)),
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e.context("setting a manifest aside")),
                 }
             }
         }
@@ -293,16 +324,18 @@ impl<B: Backend> Storage<B> {
                 report.bytes_freed += meta.size;
                 return Ok(());
             }
-            match self
-                .backend
-                .move_aside(&paths::blob_data(&d), &paths::gc_trash_blob(&run.id, &d))
-            {
+            match self.backend.rename(
+                &paths::blob_data(&d),
+                &paths::gc_trash_blob(&run.id, &d),
+                &paths::blobs_root(),
+                Durability::Scratch,
+            ) {
                 Ok(()) => {
                     run.blobs.insert(Key::of(&d), meta.size);
                     Ok(())
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::io("setting a blob aside", &e)),
+                Err(Error::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.context("setting a blob aside")),
             }
         })?;
         drop(marked);
@@ -322,18 +355,10 @@ impl<B: Backend> Storage<B> {
                 self.manifests.invalidate(&d);
             }
         }
+        // The links' emptied prefixes went when they were set aside.
         self.backend
-            .remove_dir_all(&paths::gc_run_dir(&run.id))
-            .map_err(io_err("deleting collected content"))?;
-        for (name, d) in &run.revisions {
-            // The link's directories, left empty, go too.
-            let link = paths::revision_link(name, d);
-            if let Some(dir) = link.parent() {
-                self.backend
-                    .prune_empty_dirs(dir, &paths::repositories_root())
-                    .map_err(io_err("pruning directories"))?;
-            }
-        }
+            .delete_prefix(&paths::gc_run_dir(&run.id), &paths::gc_root())
+            .context("deleting collected content")?;
         report.layer_links_removed = self.remove_dangling_layer_links()?;
         Ok(())
     }
@@ -346,7 +371,7 @@ impl<B: Backend> Storage<B> {
             if let Some(meta) = self
                 .backend
                 .stat(&link)
-                .map_err(io_err("reading a manifest link"))?
+                .context("reading a manifest link")?
                 && self.link_is(&link, &d)?
             {
                 out.push((d, meta.modified));
@@ -407,42 +432,35 @@ impl<B: Backend> Storage<B> {
         Ok(keep)
     }
 
-    /// Calls `f` for every blob data file of the store.
+    /// Calls `f` for every blob data object of the store: one walk of
+    /// the blobs prefix (`<alg>/<2 hex>/<hex>/data`), which is one flat
+    /// paged listing on object stores, with no stat per blob.
     pub(super) fn for_each_blob(
         &self,
-        mut f: impl FnMut(Digest, super::fs::Meta) -> Result<()>,
+        mut f: impl FnMut(Digest, super::backend::Meta) -> Result<()>,
     ) -> Result<()> {
-        let root = paths::blobs_root();
-        for alg in self.backend.list(&root).map_err(io_err("listing blobs"))? {
-            if DigestAlgorithm::parse(&alg.name).is_none() {
-                continue;
-            }
-            let alg_dir = root.join(&alg.name);
-            for prefix in self
-                .backend
-                .list(&alg_dir)
-                .map_err(io_err("listing blobs"))?
-            {
-                let prefix_dir = alg_dir.join(&prefix.name);
-                for entry in self
-                    .backend
-                    .list(&prefix_dir)
-                    .map_err(io_err("listing blobs"))?
-                {
-                    let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, entry.name)) else {
-                        continue;
-                    };
-                    if let Some(meta) = self
-                        .backend
-                        .stat(&paths::blob_data(&d))
-                        .map_err(io_err("reading a blob"))?
-                    {
-                        f(d, meta)?;
-                    }
+        self.backend
+            .walk(&paths::blobs_root(), &mut |path, meta| {
+                let mut parts = path.iter().filter_map(|p| p.to_str());
+                let (Some(alg), Some(_), Some(hex), Some("data"), None) = (
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                ) else {
+                    return Ok(());
+                };
+                if DigestAlgorithm::parse(alg).is_none() {
+                    return Ok(());
                 }
-            }
-        }
-        Ok(())
+                match Digest::parse(&format!("{alg}:{hex}")) {
+                    // Only where `paths` puts it (not a stray copy).
+                    Ok(d) if paths::blob_data(&d).ends_with(path) => f(d, meta),
+                    _ => Ok(()),
+                }
+            })
+            .context("listing blobs")
     }
 
     /// Puts back whatever links written since `since` reference: the
@@ -480,8 +498,8 @@ impl<B: Backend> Storage<B> {
                 }
                 let Some(bytes) = self
                     .backend
-                    .read(&paths::blob_data(&d))
-                    .map_err(io_err("reading a manifest"))?
+                    .get(&paths::blob_data(&d))
+                    .context("reading a manifest")?
                 else {
                     continue;
                 };
@@ -503,22 +521,21 @@ impl<B: Backend> Storage<B> {
     /// Moves set-aside content back, unless the place was filled again
     /// meanwhile (then the copy set aside is surplus).
     fn put_back(&self, from: &Path, to: &Path) -> Result<()> {
+        let stop = paths::gc_root();
         if self
             .backend
             .stat(to)
-            .map_err(io_err("restoring content"))?
+            .context("restoring content")?
             .is_some()
         {
             self.backend
-                .remove_file(from)
-                .map_err(io_err("restoring content"))?;
+                .delete(from, &stop)
+                .context("restoring content")?;
             return Ok(());
         }
-        match self.backend.rename_durable(from, to) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io("restoring content", &e))
-            }
-            _ => Ok(()),
+        match self.backend.rename(from, to, &stop, Durability::Durable) {
+            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.context("restoring content")),
         }
     }
 
@@ -529,7 +546,7 @@ impl<B: Backend> Storage<B> {
         for run in self
             .backend
             .list(&paths::gc_root())
-            .map_err(io_err("listing collections"))?
+            .context("listing collections")?
         {
             for d in self.digests_in(&paths::gc_trash_blobs(&run.name))? {
                 self.put_back(&paths::gc_trash_blob(&run.name, &d), &paths::blob_data(&d))?;
@@ -546,8 +563,8 @@ impl<B: Backend> Storage<B> {
                 }
             }
             self.backend
-                .remove_dir_all(&paths::gc_run_dir(&run.name))
-                .map_err(io_err("removing an interrupted collection"))?;
+                .delete_prefix(&paths::gc_run_dir(&run.name), &paths::gc_root())
+                .context("removing an interrupted collection")?;
         }
         if count > 0 {
             tracing::warn!("put back {count} items set aside by an interrupted garbage collection");
@@ -590,7 +607,7 @@ impl<B: Backend> Storage<B> {
         for e in self
             .backend
             .list(&paths::uploads_dir(name))
-            .map_err(io_err("listing uploads"))?
+            .context("listing uploads")?
         {
             let Ok(id) = uuid::Uuid::try_parse(&e.name) else {
                 continue;
@@ -601,7 +618,7 @@ impl<B: Backend> Storage<B> {
             let size = self
                 .backend
                 .stat(&paths::upload_data(name, id))
-                .map_err(io_err("reading an upload"))?
+                .context("reading an upload")?
                 .map_or(0, |m| m.size);
             let expired = is_older(started, opts.upload_max_age)
                 || (size == 0 && is_older(started, opts.empty_upload_max_age));
@@ -611,13 +628,88 @@ impl<B: Backend> Storage<B> {
             report.uploads_deleted += 1;
             report.upload_bytes_freed += size;
             if !opts.dry_run {
-                self.cancel_upload(name, id)?;
-                self.backend
-                    .prune_empty_dirs(&paths::uploads_dir(name), &paths::repositories_root())
-                    .map_err(io_err("pruning directories"))?;
+                // The repository's emptied prefixes go too.
+                self.discard_upload(name, id, &paths::repositories_root())?;
+                self.uploads.open.release(id);
             }
         }
         Ok(())
+    }
+}
+
+/// The garbage collection lease, renewed by a thread of its own while
+/// held, deleted when dropped.
+struct Lease {
+    stop: Option<mpsc::Sender<()>>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Lease {
+    /// Takes the lease, or fails with [`Error::GcRunning`] while another
+    /// collection holds it.
+    fn take(backend: std::sync::Arc<dyn Backend>) -> Result<Lease> {
+        let path = paths::gc_lease();
+        let token = format!("{} {}", uuid::Uuid::new_v4().simple(), std::process::id());
+        let mut taken = backend
+            .put_new(&path, token.as_bytes())
+            .context("taking the garbage collection lease")?;
+        if !taken {
+            let stale = backend
+                .stat(&path)
+                .context("reading the garbage collection lease")?
+                .is_none_or(|m| older_than(m.modified, LEASE_TTL));
+            if stale {
+                tracing::warn!("taking over a stale garbage collection lease");
+                backend
+                    .delete(&path, &paths::gc_root())
+                    .context("removing a stale lease")?;
+                taken = backend
+                    .put_new(&path, token.as_bytes())
+                    .context("taking the garbage collection lease")?;
+            }
+        }
+        if !taken {
+            return Err(Error::GcRunning);
+        }
+        let (stop, stopped) = mpsc::channel::<()>();
+        let renewer = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(LEASE_RENEW) {
+                let ours = backend
+                    .get(&path)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|b| b == token.as_bytes());
+                if !ours {
+                    tracing::warn!("the garbage collection lease was taken over");
+                    return;
+                }
+                if let Err(e) = backend.put(&path, token.as_bytes(), Durability::Durable) {
+                    tracing::warn!("renewing the garbage collection lease: {e}");
+                }
+            }
+            // Released: gone, unless someone else holds it now.
+            let ours = backend
+                .get(&path)
+                .ok()
+                .flatten()
+                .is_some_and(|b| b == token.as_bytes());
+            if ours && let Err(e) = backend.delete(&path, &paths::gc_root()) {
+                tracing::warn!("releasing the garbage collection lease: {e}");
+            }
+        });
+        Ok(Lease {
+            stop: Some(stop),
+            renewer: Some(renewer),
+        })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -3,22 +3,52 @@
 //! never touches files; `paths` is the only module that knows the layout.
 //!
 //! Methods are blocking (they run on tokio's blocking pool, see
-//! [`Storage::run`]), except the streaming upload in `uploads`.
+//! [`Storage::run`]), except the streaming upload in `uploads`; the
+//! backend trait (`backend`) says why.
+//!
+//! # Correctness without POSIX
+//!
+//! Nothing here rests on a rename, a lock or a directory: every argument
+//! holds on an object store as on the filesystem.
+//! - Links are whole objects replaced atomically ([`Backend::put`]): a
+//!   reader sees the old digest or the new one.
+//! - A repository, a tag, an upload exists while objects lie under its
+//!   prefix; a delete takes emptied prefixes with it (the filesystem
+//!   removes the directories), so the catalog and tag lists never show
+//!   something empty.
+//! - Manifest bodies are cached by digest forever (content-addressed);
+//!   whether a repository holds one is read from storage every time.
+//! - Tag listings are cached (see [`Storage::list_tags`]): on the
+//!   filesystem by the directory's mtime as before; on backends without
+//!   prefix times for [`TAGS_CACHE_TTL`], and dropped at once when this
+//!   process changes a tag — another replica's change shows within the
+//!   TTL.
+//! - Garbage collection and fsck: see `gc` and `fsck`.
 
-pub mod fs;
+pub mod backend;
+pub mod error;
 pub mod fsck;
 pub mod gc;
 pub mod paths;
+#[cfg(test)]
+mod tests;
 pub mod upload_limits;
 pub mod uploads;
 
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-pub use self::fs::{Backend, FsBackend};
-use crate::error::{Error, ErrorCode, Result};
+pub use self::backend::Backend;
+use self::backend::Durability;
+use self::backend::fs::FsBackend;
+use self::backend::memory::MemoryBackend;
+use self::error::Context;
+pub use self::error::{Error, Result};
+use crate::config::{Config, StorageDriver};
 use crate::oci::manifest::stored_media_type;
 use crate::oci::{Digest, Manifest, MediaType, Reference, RepoName, Tag};
 pub use uploads::UploadState;
@@ -31,23 +61,44 @@ pub struct StoredManifest {
     pub bytes: Bytes,
 }
 
-/// A tag listing and the state of the tags directory it was made from.
+/// A tag listing and the state of the tags prefix it was made from.
 #[derive(Debug)]
 struct CachedTags {
-    modified: std::time::SystemTime,
-    listed_at: std::time::SystemTime,
+    /// The prefix's time, on backends that keep one.
+    modified: Option<SystemTime>,
+    listed_at: SystemTime,
     tags: Arc<Vec<String>>,
 }
 
 /// How long after the last change of a tags directory its listing must have
 /// been made to be reused (coarse or remote filesystem timestamps).
-pub const TAGS_CACHE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+pub const TAGS_CACHE_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long a tag listing is reused on backends without prefix times
+/// (object stores): the delay before another replica's tag change shows.
+pub const TAGS_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Memory given to the cache of manifest bodies, in bytes.
 const MANIFEST_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-pub struct Storage<B: Backend = FsBackend> {
-    backend: B,
+/// Opens the storage the configuration names (`storage.filesystem`,
+/// `storage.s3`, `storage.inmemory`). An S3 bucket is checked here: bad
+/// credentials, a missing bucket or an unreachable endpoint fail the start.
+pub fn open(config: &Config) -> Result<Storage> {
+    let backend: Arc<dyn Backend> = match &config.storage {
+        StorageDriver::Filesystem { root } => {
+            std::fs::create_dir_all(root)
+                .map_err(|e| Error::io(&format!("creating storage root {}", root.display()), &e))?;
+            Arc::new(FsBackend::new(root))
+        }
+        StorageDriver::InMemory => Arc::new(MemoryBackend::new()),
+        StorageDriver::S3(s3) => Arc::new(backend::s3::S3Backend::open(s3)?),
+    };
+    Ok(Storage::new(backend))
+}
+
+pub struct Storage {
+    backend: Arc<dyn Backend>,
     /// Manifest bodies by digest. Content-addressed, hence never stale:
     /// whether a repository holds the manifest is still checked on disk.
     manifests: moka::sync::Cache<Digest, Arc<StoredManifest>>,
@@ -56,18 +107,16 @@ pub struct Storage<B: Backend = FsBackend> {
     tags: moka::sync::Cache<RepoName, Arc<CachedTags>>,
 }
 
-impl<B: Backend> std::fmt::Debug for Storage<B> {
+impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").finish_non_exhaustive()
+        f.debug_struct("Storage")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
-fn io_err(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::io(context, &e)
-}
-
-impl<B: Backend> Storage<B> {
-    pub fn new(backend: B) -> Storage<B> {
+impl Storage {
+    pub fn new(backend: Arc<dyn Backend>) -> Storage {
         Storage {
             backend,
             manifests: moka::sync::Cache::builder()
@@ -86,27 +135,27 @@ impl<B: Backend> Storage<B> {
         }
     }
 
-    pub fn backend(&self) -> &B {
-        &self.backend
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
     }
 
     /// Runs blocking storage work on tokio's blocking pool.
     pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where
-        F: FnOnce(&Storage<B>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Storage) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let this = self.clone();
         tokio::task::spawn_blocking(move || f(&this))
             .await
-            .map_err(|e| Error::internal("storage task failed", e))?
+            .map_err(|e| Error::Io(format!("storage task failed: {e}")))?
     }
 
     /// Reads a link file: the digest it holds, or `None` when absent. A link
     /// that does not hold a digest is treated as absent (and logged): it can
     /// only come from outside interference.
     fn read_link(&self, path: &Path) -> Result<Option<Digest>> {
-        let Some(bytes) = self.backend.read(path).map_err(io_err("reading a link"))? else {
+        let Some(bytes) = self.backend.get(path).context("reading a link")? else {
             return Ok(None);
         };
         let text = String::from_utf8_lossy(&bytes);
@@ -120,8 +169,8 @@ impl<B: Backend> Storage<B> {
 
     fn write_link(&self, path: &Path, d: &Digest) -> Result<()> {
         self.backend
-            .write_atomic(path, d.to_string().as_bytes())
-            .map_err(io_err("writing a link"))
+            .put(path, d.to_string().as_bytes(), Durability::Durable)
+            .context("writing a link")
     }
 
     /// Whether `link` exists and names `d`.
@@ -135,9 +184,9 @@ impl<B: Backend> Storage<B> {
     pub fn repo_exists(&self, name: &RepoName) -> Result<bool> {
         Ok(self
             .backend
-            .stat(&paths::manifests_dir(name))
-            .map_err(io_err("reading a repository"))?
-            .is_some_and(|m| m.is_dir))
+            .stat_prefix(&paths::manifests_dir(name))
+            .context("reading a repository")?
+            .is_some())
     }
 
     /// Every repository name, sorted. A repository is a directory holding
@@ -156,12 +205,8 @@ impl<B: Backend> Storage<B> {
         let mut out = Vec::new();
         let mut stack = vec![(root.to_path_buf(), String::new())];
         while let Some((dir, prefix)) = stack.pop() {
-            for entry in self
-                .backend
-                .list(&dir)
-                .map_err(io_err("listing repositories"))?
-            {
-                if !entry.is_dir || entry.name.starts_with('.') {
+            for entry in self.backend.list(&dir).context("listing repositories")? {
+                if !entry.is_prefix || entry.name.starts_with('.') {
                     continue;
                 }
                 if entry.name == marker {
@@ -219,12 +264,8 @@ impl<B: Backend> Storage<B> {
         // Each child appears twice: as the repository it may be (`name`)
         // and as the parent of nested ones (`name/`).
         let mut keys: Vec<(String, bool)> = Vec::new();
-        for entry in self
-            .backend
-            .list(dir)
-            .map_err(io_err("listing repositories"))?
-        {
-            if !entry.is_dir || entry.name.starts_with(['.', '_']) {
+        for entry in self.backend.list(dir).context("listing repositories")? {
+            if !entry.is_prefix || entry.name.starts_with(['.', '_']) {
                 continue;
             }
             let name = if prefix.is_empty() {
@@ -259,9 +300,9 @@ impl<B: Backend> Storage<B> {
                 let child = &key[key.rfind('/').map_or(0, |i| i + 1)..];
                 let is_repo = self
                     .backend
-                    .stat(&dir.join(child).join("_manifests"))
-                    .map_err(io_err("reading a repository"))?
-                    .is_some_and(|m| m.is_dir);
+                    .stat_prefix(&dir.join(child).join("_manifests"))
+                    .context("reading a repository")?
+                    .is_some();
                 if is_repo && keep(&key) {
                     out.push(key);
                 }
@@ -275,18 +316,14 @@ impl<B: Backend> Storage<B> {
     /// no digest are skipped.
     fn digests_in(&self, dir: &Path) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
-        for alg in self
-            .backend
-            .list(dir)
-            .map_err(io_err("listing a directory"))?
-        {
-            if !alg.is_dir {
+        for alg in self.backend.list(dir).context("listing a directory")? {
+            if !alg.is_prefix {
                 continue;
             }
             for entry in self
                 .backend
                 .list(&dir.join(&alg.name))
-                .map_err(io_err("listing a directory"))?
+                .context("listing a directory")?
             {
                 if let Ok(d) = Digest::parse(&format!("{}:{}", alg.name, entry.name)) {
                     out.push(d);
@@ -307,8 +344,7 @@ impl<B: Backend> Storage<B> {
         Ok(self
             .backend
             .stat(&paths::blob_data(d))
-            .map_err(io_err("reading a blob"))?
-            .filter(|m| !m.is_dir)
+            .context("reading a blob")?
             .map(|m| m.size))
     }
 
@@ -317,14 +353,20 @@ impl<B: Backend> Storage<B> {
             || self.link_is(&paths::revision_link(name, d), d)?)
     }
 
-    /// Opens blob `d` of the repository for reading.
-    pub fn open_blob(&self, name: &RepoName, d: &Digest) -> Result<Option<(B::Reader, u64)>> {
+    /// Reads blob `d` of the repository from `offset`: a reader and the
+    /// blob's whole size, or `None` when the repository does not hold it.
+    pub fn read_blob(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        offset: u64,
+    ) -> Result<Option<(Box<dyn Read + Send>, u64)>> {
         if !self.blob_linked(name, d)? {
             return Ok(None);
         }
         self.backend
-            .open_read(&paths::blob_data(d))
-            .map_err(io_err("opening a blob"))
+            .read_from(&paths::blob_data(d), offset)
+            .context("opening a blob")
     }
 
     /// Whether blob data for `d` exists in the store, whatever repository
@@ -333,7 +375,7 @@ impl<B: Backend> Storage<B> {
         Ok(self
             .backend
             .stat(&paths::blob_data(d))
-            .map_err(io_err("reading a blob"))?
+            .context("reading a blob")?
             .is_some())
     }
 
@@ -349,18 +391,9 @@ impl<B: Backend> Storage<B> {
     /// Removes blob `d` from a repository; its data stays for the garbage
     /// collector, since other repositories may hold it.
     pub fn unlink_blob(&self, name: &RepoName, d: &Digest) -> Result<bool> {
-        let link = paths::layer_link(name, d);
-        let existed = self
-            .backend
-            .remove_file(&link)
-            .map_err(io_err("deleting a blob link"))?;
-        if existed {
-            let dir = link.parent().map(Path::to_path_buf).unwrap_or_default();
-            self.backend
-                .prune_empty_dirs(&dir, &paths::layers_dir(name))
-                .map_err(io_err("deleting a blob link"))?;
-        }
-        Ok(existed)
+        self.backend
+            .delete(&paths::layer_link(name, d), &paths::layers_dir(name))
+            .context("deleting a blob link")
     }
 
     // ----- manifests -----
@@ -400,6 +433,7 @@ impl<B: Backend> Storage<B> {
                 self.write_link(&paths::tag_current_link(name, tag), digest)?;
             }
             self.write_link(&paths::tag_index_link(name, tag, digest), digest)?;
+            self.tags.invalidate(name);
         }
         // The second look, after the links are visible.
         self.ensure_manifest_linked(name, digest, bytes)?;
@@ -438,12 +472,12 @@ impl<B: Backend> Storage<B> {
         if self
             .backend
             .stat(&data)
-            .map_err(io_err("reading a manifest"))?
+            .context("reading a manifest")?
             .is_none()
         {
             self.backend
-                .write_atomic(&data, bytes)
-                .map_err(io_err("writing a manifest"))?;
+                .put(&data, bytes, Durability::Durable)
+                .context("writing a manifest")?;
         }
         let revision = paths::revision_link(name, digest);
         if !self.link_is(&revision, digest)? {
@@ -456,24 +490,19 @@ impl<B: Backend> Storage<B> {
     /// (config and layers, with the size the manifest says) for an image,
     /// manifests for an index.
     pub fn verify_references(&self, name: &RepoName, m: &Manifest) -> Result<()> {
-        let blob_unknown = |d: &Digest| {
-            Error::new(
-                ErrorCode::ManifestBlobUnknown,
-                format!("manifest references {d}, which is not in {name}"),
-            )
-            .with_detail(serde_json::json!({ "digest": d }))
+        let blob_unknown = |d: &Digest| Error::ManifestBlobUnknown {
+            repository: name.clone(),
+            digest: d.clone(),
         };
         for desc in m.required_blobs() {
             match self.stat_blob(name, &desc.digest)? {
                 None => return Err(blob_unknown(&desc.digest)),
                 Some(size) if size != desc.size => {
-                    return Err(Error::new(
-                        ErrorCode::ManifestInvalid,
-                        format!(
-                            "blob {} is {size} bytes, the manifest says {}",
-                            desc.digest, desc.size
-                        ),
-                    ));
+                    return Err(Error::BlobSizeMismatch {
+                        digest: desc.digest.clone(),
+                        actual: size,
+                        declared: desc.size,
+                    });
                 }
                 Some(_) => {}
             }
@@ -523,15 +552,15 @@ impl<B: Backend> Storage<B> {
         }
         let Some(bytes) = self
             .backend
-            .read(&paths::blob_data(d))
-            .map_err(io_err("reading a manifest"))?
+            .get(&paths::blob_data(d))
+            .context("reading a manifest")?
         else {
             return Ok(None);
         };
         let m = Arc::new(StoredManifest {
             digest: d.clone(),
             media_type: stored_media_type(&bytes),
-            bytes: Bytes::from(bytes),
+            bytes,
         });
         self.manifests.insert(d.clone(), m.clone());
         Ok(Some(m))
@@ -570,14 +599,7 @@ impl<B: Backend> Storage<B> {
     /// to `stop`: the last tag or manifest of a repository takes
     /// `_manifests` with it, which takes the repository out of the catalog.
     fn remove_link(&self, link: &Path, stop: &Path) -> Result<()> {
-        self.backend
-            .remove_file(link)
-            .map_err(io_err("deleting a link"))?;
-        if let Some(dir) = link.parent() {
-            self.backend
-                .prune_empty_dirs(dir, stop)
-                .map_err(io_err("pruning directories"))?;
-        }
+        self.backend.delete(link, stop).context("deleting a link")?;
         Ok(())
     }
 
@@ -592,21 +614,12 @@ impl<B: Backend> Storage<B> {
         ];
         let mut existed = false;
         for dir in &dirs {
-            if self
+            existed |= self
                 .backend
-                .stat(dir)
-                .map_err(io_err("reading a repository"))?
-                .is_some()
-            {
-                existed = true;
-                self.backend
-                    .remove_dir_all(dir)
-                    .map_err(io_err("deleting a repository"))?;
-            }
+                .delete_prefix(dir, &paths::repositories_root())
+                .context("deleting a repository")?;
         }
-        self.backend
-            .prune_empty_dirs(&paths::repo_dir(name), &paths::repositories_root())
-            .map_err(io_err("pruning directories"))?;
+        self.tags.invalidate(name);
         Ok(existed)
     }
 
@@ -615,15 +628,19 @@ impl<B: Backend> Storage<B> {
     /// The repository's tags, sorted; `None` when the repository does not
     /// exist.
     ///
-    /// Listings are cached by the modification time of the tags directory,
-    /// which changes whenever a tag appears or goes. A cached listing is
-    /// only trusted when it was made [`TAGS_CACHE_MARGIN`] after that time:
-    /// a change within the same timestamp tick as the listing could
-    /// otherwise go unseen. Since the check is against storage, replicas
-    /// sharing it see each other's tags.
+    /// Listings are cached. Where the backend keeps a time on the tags
+    /// prefix (the filesystem: the directory's mtime, which changes
+    /// whenever a tag appears or goes), a cached listing is reused while
+    /// that time is unchanged, and only when it was made
+    /// [`TAGS_CACHE_MARGIN`] after that time: a change within the same
+    /// timestamp tick as the listing could otherwise go unseen. Since the
+    /// check is against storage, replicas sharing it see each other's tags
+    /// at once. Where there is no such time (object stores), a listing is
+    /// reused for [`TAGS_CACHE_TTL`], and this process drops it whenever it
+    /// changes a tag itself.
     pub fn list_tags(&self, name: &RepoName) -> Result<Option<Arc<Vec<String>>>> {
         let dir = paths::tags_dir(name);
-        let Some(meta) = self.backend.stat(&dir).map_err(io_err("listing tags"))? else {
+        let Some(meta) = self.backend.stat_prefix(&dir).context("listing tags")? else {
             // Without tags, a repository that still holds manifests or blobs
             // lists none; one that holds nothing is unknown. (Its last
             // manifest deleted, it leaves the catalog but keeps its blobs
@@ -632,30 +649,41 @@ impl<B: Backend> Storage<B> {
             let known = self.repo_exists(name)?
                 || self
                     .backend
-                    .stat(&paths::layers_dir(name))
-                    .map_err(io_err("listing tags"))?
+                    .stat_prefix(&paths::layers_dir(name))
+                    .context("listing tags")?
                     .is_some();
             return Ok(known.then(|| Arc::new(Vec::new())));
         };
-        if let Some(cached) = self.tags.get(name)
-            && cached.modified == meta.modified
-            && cached
-                .listed_at
-                .duration_since(meta.modified)
-                .is_ok_and(|d| d >= TAGS_CACHE_MARGIN)
-        {
-            return Ok(Some(cached.tags.clone()));
+        if let Some(cached) = self.tags.get(name) {
+            let fresh = match (cached.modified, meta.modified) {
+                (Some(then), Some(now)) => {
+                    then == now
+                        && cached
+                            .listed_at
+                            .duration_since(now)
+                            .is_ok_and(|d| d >= TAGS_CACHE_MARGIN)
+                }
+                (None, None) => cached
+                    .listed_at
+                    .elapsed()
+                    .is_ok_and(|age| age < TAGS_CACHE_TTL),
+                _ => false,
+            };
+            if fresh {
+                return Ok(Some(cached.tags.clone()));
+            }
         }
-        let listed_at = std::time::SystemTime::now();
+        let listed_at = SystemTime::now();
         let mut tags: Vec<String> = self
             .backend
             .list(&dir)
-            .map_err(io_err("listing tags"))?
+            .context("listing tags")?
             .into_iter()
-            .filter(|e| e.is_dir && token::name::is_valid_tag(&e.name))
+            .filter(|e| e.is_prefix && token::name::is_valid_tag(&e.name))
             .map(|e| e.name)
             .collect();
         tags.sort_unstable();
+        tags.dedup();
         let tags = Arc::new(tags);
         self.tags.insert(
             name.clone(),
@@ -672,22 +700,12 @@ impl<B: Backend> Storage<B> {
     /// existed. A repository left without tags or manifests disappears from
     /// the catalog.
     pub fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<bool> {
-        let dir = paths::tag_dir(name, tag);
-        if self
+        let existed = self
             .backend
-            .stat(&dir)
-            .map_err(io_err("reading a tag"))?
-            .is_none()
-        {
-            return Ok(false);
-        }
-        self.backend
-            .remove_dir_all(&dir)
-            .map_err(io_err("deleting a tag"))?;
-        self.backend
-            .prune_empty_dirs(&paths::tags_dir(name), &paths::repositories_root())
-            .map_err(io_err("pruning directories"))?;
-        Ok(true)
+            .delete_prefix(&paths::tag_dir(name, tag), &paths::repositories_root())
+            .context("deleting a tag")?;
+        self.tags.invalidate(name);
+        Ok(existed)
     }
 
     // ----- referrers -----

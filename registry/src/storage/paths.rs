@@ -15,6 +15,8 @@
 //!                                                    subject -> referrer (ours;
 //!                                                    distribution ignores it)
 //!     _uploads/<id>/data, startedat, owner           uploads in progress
+//!                   committed                        (ours: data being verified)
+//!   _gc/<run>/…, _gc.lease                           garbage collection (ours)
 //! ```
 //!
 //! Every function returns a path relative to the storage root, built only
@@ -117,6 +119,12 @@ pub fn upload_started_at(name: &RepoName, id: Uuid) -> PathBuf {
     upload_dir(name, id).join("startedat")
 }
 
+/// Where an upload's data is committed to be hashed before it moves into
+/// the blob store, when the running hash is not known (ours).
+pub fn upload_committed(name: &RepoName, id: Uuid) -> PathBuf {
+    upload_dir(name, id).join("committed")
+}
+
 /// Who opened the upload (ours; distribution ignores the file).
 pub fn upload_owner(name: &RepoName, id: Uuid) -> PathBuf {
     upload_dir(name, id).join("owner")
@@ -128,9 +136,9 @@ pub fn gc_root() -> PathBuf {
     PathBuf::from(ROOT).join("_gc")
 }
 
-/// The lock file that lets one garbage collection run at a time.
-pub fn gc_lock() -> PathBuf {
-    PathBuf::from(ROOT).join("_gc.lock")
+/// The lease that lets one garbage collection run at a time (see `gc`).
+pub fn gc_lease() -> PathBuf {
+    PathBuf::from(ROOT).join("_gc.lease")
 }
 
 /// Everything one collection set aside.

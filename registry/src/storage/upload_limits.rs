@@ -16,17 +16,13 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use http::header::RETRY_AFTER;
 use uuid::Uuid;
 
-use super::{Backend, Storage, io_err, paths};
+use super::backend::Durability;
+use super::error::Context;
+use super::{Error, Result, Storage, paths};
 use crate::config::UploadLimits;
-use crate::error::{Error, ErrorCode, Result};
 use crate::oci::RepoName;
-
-/// What a refused client is told to wait, in seconds: pushes in progress
-/// complete and free their sessions within about that much.
-const RETRY_AFTER_SECS: &str = "60";
 
 /// Longest owner key kept from an `owner` file (a user name or address).
 const MAX_OWNER_LEN: usize = 512;
@@ -137,15 +133,11 @@ fn at_cap(count: usize, cap: usize) -> bool {
     cap != 0 && count >= cap
 }
 
-fn too_many(what: &str, cap: usize) -> Error {
-    Error::new(
-        ErrorCode::TooManyRequests,
-        format!("too many upload sessions open {what} (at most {cap}); complete or cancel some"),
-    )
-    .with_header(RETRY_AFTER, RETRY_AFTER_SECS)
+fn too_many(scope: &'static str, cap: usize) -> Error {
+    Error::TooManyUploads { scope, cap }
 }
 
-impl<B: Backend> Storage<B> {
+impl Storage {
     /// Reserves a session for a new upload of `owner` into `name` and runs
     /// `create` to make it in storage, unless a cap is reached: then 429
     /// `TOOMANYREQUESTS` with `Retry-After`. The lock is held while the
@@ -181,10 +173,16 @@ impl<B: Backend> Storage<B> {
         let id = Uuid::new_v4();
         if let Err(e) = create(id).and_then(|()| {
             self.backend
-                .write_scratch(&paths::upload_owner(name, id), owner.as_str().as_bytes())
-                .map_err(io_err("starting an upload"))
+                .put(
+                    &paths::upload_owner(name, id),
+                    owner.as_str().as_bytes(),
+                    Durability::Scratch,
+                )
+                .context("starting an upload")
         }) {
-            let _ = self.backend.remove_dir_all(&paths::upload_dir(name, id));
+            let _ = self
+                .backend
+                .delete_prefix(&paths::upload_dir(name, id), &paths::uploads_dir(name));
             return Err(e);
         }
         open.add(id, name, Some(owner.clone()));
@@ -207,9 +205,9 @@ impl<B: Backend> Storage<B> {
         Ok(self
             .backend
             .list(&paths::uploads_dir(name))
-            .map_err(io_err("listing uploads"))?
+            .context("listing uploads")?
             .into_iter()
-            .filter(|e| e.is_dir)
+            .filter(|e| e.is_prefix)
             .filter_map(|e| Uuid::try_parse(&e.name).ok())
             .collect())
     }
@@ -217,8 +215,8 @@ impl<B: Backend> Storage<B> {
     fn upload_owner(&self, name: &RepoName, id: Uuid) -> Result<Option<UploadOwner>> {
         Ok(self
             .backend
-            .read(&paths::upload_owner(name, id))
-            .map_err(io_err("reading an upload"))?
+            .get(&paths::upload_owner(name, id))
+            .context("reading an upload")?
             .and_then(|b| UploadOwner::parse(&b)))
     }
 
@@ -248,7 +246,7 @@ impl<B: Backend> Storage<B> {
                 open.add(id, name, owner);
             }
             if self.is_stale_and_empty(name, id, empty_age)? {
-                self.discard_upload(name, id)?;
+                self.discard_upload(name, id, &paths::uploads_dir(name))?;
                 open.remove(id);
             }
         }
@@ -272,13 +270,13 @@ impl<B: Backend> Storage<B> {
         for (id, name) in theirs {
             let exists = self
                 .backend
-                .stat(&paths::upload_dir(&name, id))
-                .map_err(io_err("reading an upload"))?
+                .stat_prefix(&paths::upload_dir(&name, id))
+                .context("reading an upload")?
                 .is_some();
             if !exists {
                 open.remove(id);
             } else if self.is_stale_and_empty(&name, id, empty_age)? {
-                self.discard_upload(&name, id)?;
+                self.discard_upload(&name, id, &paths::uploads_dir(&name))?;
                 open.remove(id);
             }
         }
@@ -291,7 +289,7 @@ impl<B: Backend> Storage<B> {
         let size = self
             .backend
             .stat(&paths::upload_data(name, id))
-            .map_err(io_err("reading an upload"))?
+            .context("reading an upload")?
             .map_or(0, |m| m.size);
         if size > 0 || self.upload_in_use(name, id) {
             return Ok(false);

@@ -2,25 +2,30 @@
 //! completion into the blob store, and cancellation.
 //!
 //! The upload's bytes and start time live in storage
-//! (`_uploads/<id>/data`, `startedat`), so an upload continues after a
-//! restart or on another replica. The running hash is only a cache in
-//! process memory: when it is missing or out of step with the data on disk,
-//! completion re-reads the data to hash it.
+//! (`_uploads/<id>/data`, a resumable object, and `startedat`), so an
+//! upload continues after a restart or on another replica. The running
+//! hash is only a cache in process memory: when it is missing or out of
+//! step with the stored size, completion commits the data to a place of
+//! its own, reads it back to hash it, and only then moves it into the
+//! blob store (a resumable object cannot be read before its commit on S3).
+//!
+//! Request bodies arrive as plain byte streams; the route adapts the HTTP
+//! body.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
+use super::backend::{Durability, WriteMode};
+use super::error::Context;
 use super::upload_limits::{OpenUploads, UploadOwner};
-use super::{Backend, Storage, io_err, paths};
+use super::{Error, Result, Storage, paths};
 use crate::config::UploadLimits;
-use crate::error::{Error, ErrorCode, Result};
 use crate::oci::{Digest, DigestAlgorithm, Hasher, RepoName};
 
 /// What the process knows about an upload in progress.
@@ -82,7 +87,7 @@ impl UploadState {
     }
 }
 
-impl<B: Backend> Storage<B> {
+impl Storage {
     /// Starts an upload of `owner` in the repository and returns its ID;
     /// refused when `limits` are reached (see `upload_limits`).
     pub fn create_upload(
@@ -93,16 +98,21 @@ impl<B: Backend> Storage<B> {
     ) -> Result<Uuid> {
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| Error::internal("formatting a time", e))?;
+            .map_err(|e| Error::Io(format!("formatting a time: {e}")))?;
         let id = self.open_upload(name, owner, limits, |id| {
             // Scratch state: nothing here needs to survive a machine crash.
-            // The data file comes first: it is what makes the upload usable.
+            // The data comes first: it is what makes the upload usable.
             self.backend
-                .write_scratch(&paths::upload_data(name, id), b"")
-                .map_err(io_err("starting an upload"))?;
+                .writer(&paths::upload_data(name, id), WriteMode::Create)
+                .and_then(super::backend::Writer::close)
+                .context("starting an upload")?;
             self.backend
-                .write_scratch(&paths::upload_started_at(name, id), now.as_bytes())
-                .map_err(io_err("starting an upload"))
+                .put(
+                    &paths::upload_started_at(name, id),
+                    now.as_bytes(),
+                    Durability::Scratch,
+                )
+                .context("starting an upload")
         })?;
         self.uploads.states.insert(
             (name.clone(), id),
@@ -129,64 +139,72 @@ impl<B: Backend> Storage<B> {
         let mut guard = cell.lock_owned().await;
         let data = paths::upload_data(name, id);
         let size = self
-            .run(move |s| s.backend.stat(&data).map_err(io_err("reading an upload")))
+            .run(move |s| s.backend.stat(&data).context("reading an upload"))
             .await?;
-        match size {
-            Some(meta) if !meta.is_dir => {
-                if meta.size != guard.offset {
-                    // Written elsewhere or cut short by a crash: the
-                    // running hash no longer matches the data.
-                    *guard = UploadState {
-                        offset: meta.size,
-                        hasher: None,
-                    };
-                }
-                Ok(guard)
-            }
-            _ => {
-                self.uploads.states.invalidate(&key);
-                Err(Error::upload_unknown())
-            }
+        let Some(meta) = size else {
+            self.uploads.states.invalidate(&key);
+            return Err(Error::UploadUnknown);
+        };
+        if meta.size != guard.offset {
+            // Written elsewhere or cut short by a crash: the running hash
+            // no longer matches the data.
+            *guard = UploadState {
+                offset: meta.size,
+                hasher: None,
+            };
         }
+        Ok(guard)
     }
 
     /// Appends a request body to the upload, hashing it on the way; when
     /// `expected` is given, the body must be exactly that long. On any
-    /// failure the upload is cut back to where it was, so a failed request
+    /// failure the bytes of this request are dropped, so a failed request
     /// leaves nothing behind and can simply be retried. Returns the number
     /// of bytes appended.
-    pub async fn append_upload(
+    pub async fn append_upload<S, E>(
         self: &Arc<Self>,
         name: &RepoName,
         id: Uuid,
         state: &mut UploadState,
-        body: Body,
+        body: S,
         expected: Option<u64>,
-    ) -> Result<u64, AppendError> {
+    ) -> Result<u64, AppendError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
         let start = state.offset;
         let saved_hasher = state.hasher.clone();
         let data = paths::upload_data(name, id);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
         let this = self.clone();
-        let path = data.clone();
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut out = this.backend.open_append(&path, start)?;
+        // The writer keeps or drops the bytes as the body ends: `true` to
+        // keep them.
+        let (keep_tx, keep_rx) = tokio::sync::oneshot::channel::<bool>();
+        let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut out = this
+                .backend
+                .writer(&data, WriteMode::Resume { size: start })
+                .context("writing an upload")?;
             while let Some(chunk) = rx.blocking_recv() {
-                out.write_all(&chunk)?;
+                out.write(chunk).context("writing an upload")?;
             }
-            Ok(())
+            match keep_rx.blocking_recv() {
+                Ok(false) => out.abort().context("rolling back an upload"),
+                // `Err`: the request was dropped midway (the server shutting
+                // down). What arrived is kept too, so that the client
+                // resumes from it after the restart, as the status says.
+                Ok(true) | Err(_) => out.close().context("writing an upload"),
+            }
         });
 
         let mut body = body;
         let mut buf = BytesMut::new();
         let mut received: u64 = 0;
         let mut body_error = None;
-        while let Some(frame) = body.frame().await {
-            let chunk = match frame {
-                Ok(frame) => match frame.into_data() {
-                    Ok(chunk) => chunk,
-                    Err(_) => continue, // trailers
-                },
+        while let Some(item) = body.next().await {
+            let chunk = match item {
+                Ok(chunk) => chunk,
                 Err(e) => {
                     body_error = Some(e.to_string());
                     break;
@@ -209,31 +227,27 @@ impl<B: Backend> Storage<B> {
             let _ = tx.send(buf.freeze()).await;
         }
         drop(tx);
+        let end = start.checked_add(received);
+        let complete =
+            body_error.is_none() && end.is_some() && expected.is_none_or(|e| e == received);
+        let _ = keep_tx.send(complete);
         let written = writer
             .await
-            .map_err(|e| AppendError::Storage(Error::internal("upload writer", e)))?;
+            .map_err(|e| AppendError::Storage(Error::Io(format!("upload writer: {e}"))))?;
 
-        let end = start.checked_add(received);
         let failure = match (written, body_error, end) {
-            (Ok(()), None, Some(end)) if expected.is_none_or(|e| e == received) => {
+            (Ok(()), None, Some(end)) if complete => {
                 state.offset = end;
                 return Ok(received);
             }
             (Ok(()), None, _) => AppendError::Length { received },
-            (Err(e), _, _) => AppendError::Storage(Error::io("writing an upload", &e)),
+            (Err(e), _, _) => AppendError::Storage(e),
             (Ok(()), Some(e), _) => AppendError::Body(e),
         };
         state.hasher = saved_hasher;
-        let cut = self
-            .run(move |s| {
-                s.backend
-                    .truncate(&data, start)
-                    .map_err(io_err("rolling back an upload"))
-            })
-            .await;
-        if let Err(e) = cut {
-            // The data no longer matches the state: force a re-check.
-            tracing::error!(upload = %id, "could not cut a failed upload back: {e}");
+        if matches!(failure, AppendError::Storage(_)) {
+            // The writer failed midway: whether its bytes were dropped is
+            // unknown, so the state is re-read from storage next time.
             state.hasher = None;
         }
         Err(failure)
@@ -250,36 +264,61 @@ impl<B: Backend> Storage<B> {
         expected: &Digest,
     ) -> Result<()> {
         let data = paths::upload_data(name, id);
-        let actual = match (&state.hasher, expected.algorithm()) {
-            (Some(h), DigestAlgorithm::Sha256) => h.clone().finish(),
-            _ => self
-                .hash_object(&data, expected.algorithm())?
-                .ok_or_else(Error::upload_unknown)?,
-        };
-        if &actual != expected {
-            self.cancel_upload(name, id)?;
-            return Err(Error::new(
-                ErrorCode::DigestInvalid,
-                format!("provided digest {expected} does not match uploaded content ({actual})"),
-            )
-            .with_detail(serde_json::json!({ "expected": expected, "actual": actual })));
-        }
-        let mut f = self
+        let blob = paths::blob_data(expected);
+        let writer = self
             .backend
-            .open_append(&data, state.offset)
-            .map_err(io_err("completing an upload"))?;
-        self.backend
-            .sync(&mut f)
-            .map_err(io_err("completing an upload"))?;
-        drop(f);
+            .writer(&data, WriteMode::Resume { size: state.offset })
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::UploadUnknown,
+                e => e.context("completing an upload"),
+            })?;
         // Always moved in, even when the blob exists: identical content, and
         // a fresh copy cannot have been set aside by a concurrent garbage
         // collection between our look and the link below.
-        self.backend
-            .rename_durable(&data, &paths::blob_data(expected))
-            .map_err(io_err("completing an upload"))?;
+        if let (Some(h), DigestAlgorithm::Sha256) = (&state.hasher, expected.algorithm()) {
+            let actual = h.clone().finish();
+            if &actual != expected {
+                drop(writer);
+                return self.refuse_upload(name, id, expected, actual);
+            }
+            writer.commit(&blob).context("completing an upload")?;
+        } else {
+            // The hash is not known here (another process wrote the data,
+            // or another algorithm): the data is committed to a place of
+            // its own, read back, and moved in only when it matches.
+            let committed = paths::upload_committed(name, id);
+            writer.commit(&committed).context("completing an upload")?;
+            let actual = self
+                .hash_object(&committed, expected.algorithm())?
+                .ok_or(Error::UploadUnknown)?;
+            if &actual != expected {
+                return self.refuse_upload(name, id, expected, actual);
+            }
+            self.backend
+                .rename(
+                    &committed,
+                    &blob,
+                    &paths::upload_dir(name, id),
+                    Durability::Durable,
+                )
+                .context("completing an upload")?;
+        }
         self.link_blob(name, expected)?;
         self.forget_upload(name, id)
+    }
+
+    fn refuse_upload(
+        &self,
+        name: &RepoName,
+        id: Uuid,
+        expected: &Digest,
+        actual: Digest,
+    ) -> Result<()> {
+        self.cancel_upload(name, id)?;
+        Err(Error::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        })
     }
 
     /// Hashes an object's content with `algorithm` by reading it back;
@@ -291,8 +330,8 @@ impl<B: Backend> Storage<B> {
     ) -> Result<Option<Digest>> {
         let Some((mut reader, _)) = self
             .backend
-            .open_read(path)
-            .map_err(io_err("reading stored content"))?
+            .read_from(path, 0)
+            .context("reading stored content")?
         else {
             return Ok(None);
         };
@@ -301,7 +340,7 @@ impl<B: Backend> Storage<B> {
         loop {
             let n = reader
                 .read(&mut buf)
-                .map_err(io_err("reading stored content"))?;
+                .map_err(|e| Error::io("reading stored content", &e))?;
             if n == 0 {
                 break;
             }
@@ -314,26 +353,32 @@ impl<B: Backend> Storage<B> {
     pub fn cancel_upload(&self, name: &RepoName, id: Uuid) -> Result<bool> {
         let existed = self
             .backend
-            .stat(&paths::upload_dir(name, id))
-            .map_err(io_err("reading an upload"))?
+            .stat_prefix(&paths::upload_dir(name, id))
+            .context("reading an upload")?
             .is_some();
         self.forget_upload(name, id)?;
         Ok(existed)
     }
 
     fn forget_upload(&self, name: &RepoName, id: Uuid) -> Result<()> {
-        self.discard_upload(name, id)?;
+        self.discard_upload(name, id, &paths::uploads_dir(name))?;
         self.uploads.open.release(id);
         Ok(())
     }
 
-    /// Removes an upload's state and files, leaving the session counts to
-    /// the caller.
-    pub(super) fn discard_upload(&self, name: &RepoName, id: Uuid) -> Result<()> {
+    /// Removes an upload's state and objects, leaving the session counts
+    /// to the caller; emptied prefixes go up to `stop`.
+    pub(super) fn discard_upload(
+        &self,
+        name: &RepoName,
+        id: Uuid,
+        stop: &std::path::Path,
+    ) -> Result<()> {
         self.uploads.states.invalidate(&(name.clone(), id));
         self.backend
-            .remove_dir_all(&paths::upload_dir(name, id))
-            .map_err(io_err("removing an upload"))
+            .delete_prefix(&paths::upload_dir(name, id), stop)
+            .context("removing an upload")?;
+        Ok(())
     }
 
     /// Whether a request holds the upload right now.
@@ -344,13 +389,13 @@ impl<B: Backend> Storage<B> {
             .is_some_and(|cell| cell.try_lock().is_err())
     }
 
-    /// When the upload was started: its `startedat`, or else the age of its
-    /// directory; `None` when it does not exist.
+    /// When the upload was started: its `startedat`, or else the time of
+    /// its prefix or data; `None` when it does not exist.
     pub(super) fn upload_started(&self, name: &RepoName, id: Uuid) -> Result<Option<SystemTime>> {
         let started = self
             .backend
-            .read(&paths::upload_started_at(name, id))
-            .map_err(io_err("reading an upload"))?
+            .get(&paths::upload_started_at(name, id))
+            .context("reading an upload")?
             .and_then(|b| {
                 let text = String::from_utf8_lossy(&b).trim().to_owned();
                 time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
@@ -360,10 +405,21 @@ impl<B: Backend> Storage<B> {
         if started.is_some() {
             return Ok(started);
         }
-        Ok(self
+        let prefix = self
             .backend
-            .stat(&paths::upload_dir(name, id))
-            .map_err(io_err("reading an upload"))?
-            .map(|m| m.modified))
+            .stat_prefix(&paths::upload_dir(name, id))
+            .context("reading an upload")?;
+        match prefix {
+            None => Ok(None),
+            Some(p) => match p.modified {
+                Some(t) => Ok(Some(t)),
+                None => Ok(Some(
+                    self.backend
+                        .stat(&paths::upload_data(name, id))
+                        .context("reading an upload")?
+                        .map_or(SystemTime::UNIX_EPOCH, |m| m.modified),
+                )),
+            },
+        }
     }
 }

@@ -20,6 +20,13 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
+/// A storage over the filesystem root `root`, as the offline commands open
+/// it.
+pub fn offline_storage(root: &Path) -> registry::storage::Storage {
+    let backend = registry::storage::backend::fs::FsBackend::new(root);
+    registry::storage::Storage::new(std::sync::Arc::new(backend))
+}
+
 pub struct TestApp {
     pub dir: tempfile::TempDir,
     root: PathBuf,
@@ -111,6 +118,13 @@ impl TestApp {
 
     pub fn root(&self) -> PathBuf {
         self.root.clone()
+    }
+
+    /// A second storage over the same root, as the offline commands
+    /// (`registry gc`, `fsck`) open it: its own caches, nothing shared
+    /// with the serving app but the files.
+    pub fn offline_storage(&self) -> registry::storage::Storage {
+        offline_storage(&self.root)
     }
 
     pub async fn send(&self, req: Request<Body>) -> TestResponse {

@@ -65,6 +65,55 @@ pub fn registry_cmd(root: &Path, args: &[&str]) -> std::process::Output {
         .expect("run registry")
 }
 
+/// Where a test's registry keeps its data: a directory, or a bucket of a
+/// Garage the test started.
+pub enum Store {
+    Dir(std::path::PathBuf),
+    S3(e2e::garage::Garage),
+}
+
+impl Store {
+    /// The `REGISTRY_STORAGE_*` variables that select this store.
+    pub fn envs(&self) -> Vec<(String, String)> {
+        match self {
+            Store::Dir(root) => vec![(
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY".into(),
+                root.display().to_string(),
+            )],
+            Store::S3(g) => [
+                ("BUCKET", g.bucket.as_str()),
+                ("REGION", e2e::garage::REGION),
+                ("REGIONENDPOINT", g.endpoint.as_str()),
+                ("ACCESSKEY", g.access_key.as_str()),
+                ("SECRETKEY", g.secret_key.as_str()),
+            ]
+            .iter()
+            .map(|(k, v)| (format!("REGISTRY_STORAGE_S3_{k}"), (*v).to_owned()))
+            .collect(),
+        }
+    }
+
+    /// Starts `registry serve` on 127.0.0.1:0 over this store, with `log`
+    /// as its log file.
+    pub fn serve(&self, log: &Path) -> Server {
+        let mut envs = self.envs();
+        envs.push(("REGISTRY_HTTP_ADDR".into(), "127.0.0.1:0".into()));
+        envs.push(("REGISTRY_LOG_LEVEL".into(), "warn".into()));
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Server::spawn(&["serve"], &envs, log)
+    }
+
+    /// Runs `registry <args>` to completion over this store.
+    pub fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args(args)
+            .envs(self.envs())
+            .env("REGISTRY_LOG_LEVEL", "warn")
+            .output()
+            .expect("run registry")
+    }
+}
+
 /// An image as pushed: config, layers, manifest.
 #[derive(Clone, Debug)]
 pub struct Image {

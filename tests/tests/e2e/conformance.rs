@@ -95,7 +95,21 @@ const DISTRIBUTION_2_8_FAILS: &[(&str, &str)] = &[
 
 #[test]
 fn ours_passes_every_case() {
-    let reg = Registry::builder().delete_enabled(true).start();
+    passes_every_case(&Registry::builder().delete_enabled(true).start());
+}
+
+#[test]
+fn ours_on_s3_passes_every_case() {
+    let garage = e2e::garage::Garage::start("conformance");
+    passes_every_case(
+        &Registry::builder()
+            .delete_enabled(true)
+            .s3(&garage, "/registry")
+            .start(),
+    );
+}
+
+fn passes_every_case(reg: &Registry) {
     let report = run_suite(&reg.api());
     report.print();
     let failed = report.failed();

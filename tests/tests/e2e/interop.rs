@@ -8,7 +8,7 @@ use e2e::{Impl, Registry, Skopeo};
 
 /// Pushes two images (one converted to docker schema2) and a second tag into
 /// `reg`; returns the images.
-fn push_images(reg: &Registry, skopeo: &Skopeo) -> (OciImage, OciImage) {
+pub(crate) fn push_images(reg: &Registry, skopeo: &Skopeo) -> (OciImage, OciImage) {
     let app = OciImage::generate(&skopeo.scratch("app"), "v1", &[150_000, 300_000, 5_000]);
     let tool = OciImage::generate(&skopeo.scratch("tool"), "latest", &[80_000]);
     skopeo.copy(
@@ -31,7 +31,13 @@ fn push_images(reg: &Registry, skopeo: &Skopeo) -> (OciImage, OciImage) {
 
 /// Everything `push_images` pushed is served by `reg`: catalog, tags,
 /// manifests by tag and digest, blobs pulled with skopeo.
-fn assert_serves(reg: &Registry, skopeo: &Skopeo, app: &OciImage, tool: &OciImage, out: &Path) {
+pub(crate) fn assert_serves(
+    reg: &Registry,
+    skopeo: &Skopeo,
+    app: &OciImage,
+    tool: &OciImage,
+    out: &Path,
+) {
     let api = reg.api();
     assert_eq!(
         api.catalog(100),

@@ -13,6 +13,7 @@ mod harness;
 mod interop;
 mod podman;
 mod protocol;
+mod s3;
 mod skopeo;
 mod tls_proxy;
 mod token_flow;

@@ -1,0 +1,1273 @@
+//! S3-compatible object storage (distribution's `s3` driver), through the
+//! `object_store` crate.
+//!
+//! # Layout
+//!
+//! Object `p` is the key `<rootdirectory>/p`, exactly as distribution's s3
+//! driver writes it, so one bucket can be served by either registry. The
+//! only keys of our own are those of a resumable object in progress (a blob
+//! upload between requests), next to its path `p`:
+//! - `p.parts`: a small JSON record — the S3 multipart upload id, the parts
+//!   uploaded so far (number, ETag, size) and the name of the tail object;
+//! - `p.tail.<uuid>`: the bytes after the last part, fewer than a part
+//!   needs (S3 parts are at least 5 MiB, chunked uploads send less).
+//!
+//! The record is the single source of truth and is replaced with one PUT,
+//! which S3 makes atomic: a crash leaves the old record (whose tail object
+//! is still there, tails are only deleted after the new record is in) or
+//! the new one. Any replica can resume from it — that is how an upload
+//! started on one registry is finished on another. Listings show a
+//! resumable object under its own name `p` and hide the tails.
+//!
+//! # Calls block
+//!
+//! The trait is blocking (see `backend`); each call drives its futures to
+//! completion on a tokio runtime: the server's (the caller is a thread of
+//! its blocking pool) or, for the offline commands, one the backend starts.
+//! A caller on a worker thread of a multi-threaded runtime is tolerated
+//! (`block_in_place`); one on a current-thread runtime is not.
+//!
+//! # What S3 does not give
+//!
+//! - `rename` is a copy and a delete (see `Backend::rename`): `to` appears
+//!   whole, `from` may survive a crash.
+//! - A committed resumable object is completed at `p` and then copied to
+//!   its destination (S3 fixes a multipart upload's key when it starts,
+//!   and a blob's digest is only known at the end). CopyObject on Amazon S3
+//!   is limited to 5 GiB; Garage and MinIO copy larger objects.
+//! - `put_new` uses conditional writes (`If-None-Match: *`) where the
+//!   server honours them (Amazon S3, MinIO); Garage ignores the header, so
+//!   a probe at start decides, and without them `put_new` writes a nonce
+//!   and reads it back (see `put_new_by_readback` for when that holds).
+//! - Prefixes have no times: [`PrefixMeta::modified`] is `None`.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as Key;
+use object_store::signer::Signer;
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions,
+    PutPayload, RetryConfig,
+};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use super::{Backend, Durability, Entry, Error, Meta, PrefixMeta, Result, WriteMode, Writer};
+
+/// The smallest part S3 accepts (but for the last one).
+pub const MIN_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
+/// distribution's default `chunksize`.
+pub const DEFAULT_CHUNK_SIZE: u64 = 10 * 1024 * 1024;
+/// Parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// Suffix of a resumable object's record.
+const PARTS_SUFFIX: &str = ".parts";
+/// Infix of a resumable object's tail (`p.tail.<uuid>`).
+const TAIL_INFIX: &str = ".tail.";
+
+/// The `storage.s3` settings, named as distribution names them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// Endpoint URL of an S3-compatible server (`http://127.0.0.1:3900`);
+    /// empty means Amazon's for the region.
+    pub regionendpoint: String,
+    pub accesskey: String,
+    pub secretkey: String,
+    /// Key prefix of everything the registry stores.
+    pub rootdirectory: String,
+    /// https to the endpoint (when `regionendpoint` has no scheme).
+    pub secure: bool,
+    /// Path-style requests (`endpoint/bucket/key`) instead of virtual-host
+    /// style (`bucket.endpoint/key`).
+    pub forcepathstyle: bool,
+    /// Size of the parts of a multipart upload.
+    pub chunksize: u64,
+    /// Kept for compatibility with distribution's configuration: copies go
+    /// through CopyObject whatever the size.
+    pub multipartcopythresholdsize: u64,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("regionendpoint", &self.regionendpoint)
+            .field("accesskey", &self.accesskey)
+            .field("secretkey", &"<redacted>")
+            .field("rootdirectory", &self.rootdirectory)
+            .field("secure", &self.secure)
+            .field("forcepathstyle", &self.forcepathstyle)
+            .field("chunksize", &self.chunksize)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    /// The endpoint URL with its scheme.
+    fn endpoint(&self) -> Option<String> {
+        let e = self.regionendpoint.trim();
+        if e.is_empty() {
+            None
+        } else if e.contains("://") {
+            Some(e.trim_end_matches('/').to_owned())
+        } else {
+            let scheme = if self.secure { "https" } else { "http" };
+            Some(format!("{scheme}://{}", e.trim_end_matches('/')))
+        }
+    }
+}
+
+/// Where the backend's futures run.
+enum Runtime {
+    /// The server's runtime; calls come from its blocking pool.
+    Handle(tokio::runtime::Handle),
+    /// A runtime of our own, for callers outside any runtime.
+    Owned(tokio::runtime::Runtime),
+}
+
+impl Runtime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        match self {
+            Runtime::Handle(h) => h,
+            Runtime::Owned(rt) => rt.handle(),
+        }
+    }
+}
+
+/// A bucket (under a root prefix) as a [`Backend`].
+pub struct S3Backend {
+    store: Arc<AmazonS3>,
+    /// `rootdirectory` without its slashes; empty for the bucket's root.
+    root: String,
+    chunk_size: usize,
+    runtime: Runtime,
+    /// Bucket and endpoint, for messages.
+    describe: String,
+    /// Whether the server honours `If-None-Match: *` (see `put_new`).
+    conditional_writes: bool,
+}
+
+impl fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("at", &self.describe)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Backend {
+    /// Connects to the bucket and checks that it can be listed with the
+    /// credentials given: a wrong key, a missing bucket or an unreachable
+    /// endpoint fail here, with one line saying which.
+    pub fn open(config: &S3Config) -> Result<S3Backend> {
+        if config.bucket.is_empty() {
+            return Err(Error::Invalid("storage.s3.bucket is not set".into()));
+        }
+        if config.chunksize < MIN_CHUNK_SIZE {
+            return Err(Error::Invalid(format!(
+                "storage.s3.chunksize {} is below S3's minimum part size of {MIN_CHUNK_SIZE}",
+                config.chunksize
+            )));
+        }
+        // https to the endpoint uses ring, as the server does (also for the
+        // offline commands, which start no server); a second install is
+        // harmlessly refused.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let endpoint = config.endpoint();
+        // Credentials and settings from AWS_* variables first, as
+        // distribution's AWS SDK reads them; the configuration overrides.
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_region(if config.region.is_empty() {
+                "us-east-1"
+            } else {
+                &config.region
+            })
+            .with_virtual_hosted_style_request(!config.forcepathstyle)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(20),
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(
+                        endpoint
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("http://")),
+                    )
+                    .with_connect_timeout(Duration::from_secs(5))
+                    // Whole requests, bodies included: a part, or a blob
+                    // streamed to a slow client.
+                    .with_timeout(Duration::from_secs(600)),
+            );
+        if !config.accesskey.is_empty() {
+            builder = builder
+                .with_access_key_id(&config.accesskey)
+                .with_secret_access_key(&config.secretkey);
+        }
+        if let Some(e) = &endpoint {
+            builder = builder.with_endpoint(e);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| Error::Invalid(format!("storage.s3: {e}")))?;
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(h) => Runtime::Handle(h),
+            Err(_) => Runtime::Owned(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::io("starting the S3 client's runtime", &e))?,
+            ),
+        };
+        let describe = format!(
+            "bucket {:?} at {}",
+            config.bucket,
+            endpoint.as_deref().unwrap_or("Amazon S3")
+        );
+        let backend = S3Backend {
+            store: Arc::new(store),
+            root: config.rootdirectory.trim_matches('/').to_owned(),
+            chunk_size: usize::try_from(config.chunksize).unwrap_or(usize::MAX),
+            runtime,
+            describe,
+            conditional_writes: false,
+        };
+        // On a thread of its own: `open` may be called from async code
+        // (the server's start), where blocking on the runtime is forbidden.
+        let conditional = std::thread::scope(|s| {
+            s.spawn(|| {
+                backend.check()?;
+                backend.block_on(probe_conditional_writes(&backend.store, &backend.root))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(Error::Io("checking the bucket panicked".into())))
+        })?;
+        let mut backend = backend;
+        backend.conditional_writes = conditional;
+        Ok(backend)
+    }
+
+    /// One listing request under the root: proves endpoint, bucket and
+    /// credentials.
+    fn check(&self) -> Result<()> {
+        let root = self.key_of(Path::new(""));
+        let store = self.store.clone();
+        let first = self.block_on(async move {
+            let mut listing = store.list(Some(&root));
+            listing.next().await.transpose()
+        });
+        let Err(e) = first else { return Ok(()) };
+        let said = server_said(&e);
+        let what = &self.describe;
+        if said.contains("NoSuchBucket") {
+            return Err(Error::NotFound(format!("{what}: no such bucket{said}")));
+        }
+        Err(match map_err(e, "") {
+            Error::NotFound(_) => Error::NotFound(format!("{what}: no such bucket{said}")),
+            Error::Unavailable(m) if said.is_empty() => {
+                Error::Unavailable(format!("cannot reach {what}: {m}"))
+            }
+            Error::Unavailable(_) => Error::Unavailable(format!("{what} is unavailable{said}")),
+            Error::Io(_) if said.contains("AccessDenied") || said.contains("Forbidden") => {
+                Error::Io(format!(
+                    "{what}: access denied, check storage.s3.accesskey and secretkey{said}"
+                ))
+            }
+            other => other.context(&format!("reaching {what}")),
+        })
+    }
+
+    /// Runs a future to completion from a thread that may block.
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        wait(self.runtime.handle(), f)
+    }
+
+    /// The key of a path (relative to the storage root).
+    fn key_of(&self, path: &Path) -> Key {
+        key_in(&self.root, path)
+    }
+
+    fn with_suffix(key: &Key, suffix: &str) -> Key {
+        Key::from(format!("{key}{suffix}"))
+    }
+
+    /// An object's metadata, `None` when absent.
+    async fn head(store: &AmazonS3, key: &Key) -> Result<Option<Meta>> {
+        match store.head(key).await {
+            Ok(m) => Ok(Some(Meta {
+                size: m.size,
+                modified: m.last_modified.into(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(e, key.as_ref())),
+        }
+    }
+
+    /// A small object whole, `None` when absent.
+    async fn fetch(store: &AmazonS3, key: &Key) -> Result<Option<(Bytes, SystemTime)>> {
+        match store.get(key).await {
+            Ok(r) => {
+                let modified = r.meta.last_modified.into();
+                let data = r.bytes().await.map_err(|e| map_err(e, key.as_ref()))?;
+                Ok(Some((data, modified)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(e, key.as_ref())),
+        }
+    }
+
+    /// The record of the resumable object at `key`, with its own time.
+    async fn record(store: &AmazonS3, key: &Key) -> Result<Option<(Record, SystemTime)>> {
+        let rkey = Self::with_suffix(key, PARTS_SUFFIX);
+        let Some((data, modified)) = Self::fetch(store, &rkey).await? else {
+            return Ok(None);
+        };
+        let record: Record = serde_json::from_slice(&data)
+            .map_err(|e| Error::Io(format!("unreadable upload record {rkey}: {e}")))?;
+        Ok(Some((record, modified)))
+    }
+
+    async fn delete_key(store: &AmazonS3, key: &Key) -> Result<()> {
+        match store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(e, key.as_ref())),
+        }
+    }
+
+    /// Discards a resumable object: its multipart upload, tail and record.
+    async fn discard(store: &AmazonS3, key: &Key, record: &Record) -> Result<()> {
+        if let Some(id) = &record.upload_id {
+            match store.abort_multipart(key, id).await {
+                // Already completed or aborted: nothing left to free.
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(map_err(e, key.as_ref())),
+            }
+        }
+        if let Some(tail) = &record.tail {
+            Self::delete_key(store, &Self::with_suffix(key, tail)).await?;
+        }
+        Self::delete_key(store, &Self::with_suffix(key, PARTS_SUFFIX)).await
+    }
+
+    /// The prefix key of `prefix` with a trailing `/` dropped, or `None`
+    /// for the bucket's root.
+    fn prefix_key(&self, prefix: &Path) -> Option<Key> {
+        let key = self.key_of(prefix);
+        (!key.as_ref().is_empty()).then_some(key)
+    }
+
+    /// `key` relative to `prefix` (both as text).
+    fn relative<'a>(prefix: Option<&Key>, key: &'a Key) -> &'a str {
+        let k = key.as_ref();
+        match prefix {
+            Some(p) => k
+                .strip_prefix(p.as_ref())
+                .map_or(k, |r| r.trim_start_matches('/')),
+            None => k,
+        }
+    }
+}
+
+/// What a resumable object is made of; stored as JSON at `p.parts`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Record {
+    /// The multipart upload, once a part was needed.
+    upload_id: Option<String>,
+    /// Parts in order: part `i` is S3 part number `i + 1`.
+    parts: Vec<Part>,
+    /// Suffix of the tail object (`.tail.<uuid>`), when there is a tail.
+    tail: Option<String>,
+    tail_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Part {
+    etag: String,
+    size: u64,
+}
+
+impl Record {
+    fn size(&self) -> u64 {
+        self.parts.iter().map(|p| p.size).sum::<u64>() + self.tail_size
+    }
+}
+
+/// What an S3 server said in its XML error (`Code: Message`), as
+/// ` (server said: …)`, or nothing when the error holds no such answer.
+fn server_said(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let tag = |name: &str| -> Option<String> {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find("</")?;
+        Some(text[start..start + len].to_owned())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(c), Some(m)) => format!(" (server said: {c}: {m})"),
+        (Some(c), None) => format!(" (server said: {c})"),
+        _ => String::new(),
+    }
+}
+
+/// Maps an `object_store` error to the storage layer's kinds: absent,
+/// lost a race, unreachable or overloaded (worth a retry later), other.
+fn map_err(e: object_store::Error, what: &str) -> Error {
+    use object_store::Error as E;
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!("{what}: ")
+    };
+    match e {
+        E::NotFound { .. } => Error::NotFound(format!("{what}{e}")),
+        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
+            Error::Conflict(format!("{what}{e}"))
+        }
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => Error::Io(format!(
+            "{what}: access refused, check storage.s3.accesskey and secretkey: {e}"
+        )),
+        other => {
+            if is_unavailable(&other) {
+                Error::Unavailable(format!("{what}{other}"))
+            } else {
+                Error::Io(format!("{what}{other}"))
+            }
+        }
+    }
+}
+
+/// Whether an error says the server could not be reached, timed out, or
+/// answered 5xx / 429 (throttling).
+fn is_unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<object_store::client::HttpError>() {
+            use object_store::client::HttpErrorKind as K;
+            return matches!(h.kind(), K::Connect | K::Timeout | K::Request);
+        }
+        // The status of an answer is only in the text of object_store's
+        // (private) retry error: "... status code: 503 Service Unavailable".
+        let text = err.to_string();
+        if let Some((_, rest)) = text.split_once("status code: ") {
+            return rest.starts_with('5') || rest.starts_with("429");
+        }
+        cur = err.source();
+    }
+    false
+}
+
+impl Backend for S3Backend {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn get(&self, path: &Path) -> Result<Option<Bytes>> {
+        let key = self.key_of(path);
+        self.block_on(Self::fetch(&self.store, &key))
+            .map(|o| o.map(|(data, _)| data))
+    }
+
+    fn read_from(&self, path: &Path, offset: u64) -> Result<Option<(Box<dyn Read + Send>, u64)>> {
+        let key = self.key_of(path);
+        let store = self.store.clone();
+        let opened = self.block_on(async move {
+            // A range starting at the size is unsatisfiable for S3 (416):
+            // the size decides first, then the ranged GET.
+            let options = if offset == 0 {
+                GetOptions::default()
+            } else {
+                let Some(meta) = Self::head(&store, &key).await? else {
+                    return Ok(None);
+                };
+                if offset > meta.size {
+                    return Err(Error::Invalid(format!(
+                        "offset {offset} is past the end ({} bytes)",
+                        meta.size
+                    )));
+                }
+                if offset == meta.size {
+                    return Ok(Some((None, meta.size)));
+                }
+                GetOptions {
+                    range: Some(GetRange::Offset(offset)),
+                    ..GetOptions::default()
+                }
+            };
+            match store.get_opts(&key, options).await {
+                Ok(r) => {
+                    let size = r.meta.size;
+                    Ok(Some((Some(r.into_stream()), size)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(map_err(e, key.as_ref())),
+            }
+        })?;
+        Ok(opened.map(|(stream, size)| {
+            let reader: Box<dyn Read + Send> = Box::new(StreamReader {
+                stream,
+                handle: self.runtime.handle().clone(),
+                chunk: Bytes::new(),
+                left: size - offset,
+            });
+            (reader, size)
+        }))
+    }
+
+    fn stat(&self, path: &Path) -> Result<Option<Meta>> {
+        let key = self.key_of(path);
+        let store = &self.store;
+        self.block_on(async {
+            let (object, record) = tokio::join!(Self::head(store, &key), Self::record(store, &key));
+            if let Some(meta) = object? {
+                return Ok(Some(meta));
+            }
+            Ok(record?.map(|(r, modified)| Meta {
+                size: r.size(),
+                modified,
+            }))
+        })
+    }
+
+    fn stat_prefix(&self, prefix: &Path) -> Result<Option<PrefixMeta>> {
+        let key = self.prefix_key(prefix);
+        let store = self.store.clone();
+        let first = self.block_on(async move {
+            let mut listing = store.list(key.as_ref());
+            listing.next().await.transpose()
+        });
+        first
+            .map(|o| o.map(|_| PrefixMeta { modified: None }))
+            .map_err(|e| map_err(e, &prefix.to_string_lossy()))
+    }
+
+    fn list(&self, prefix: &Path) -> Result<Vec<Entry>> {
+        let key = self.prefix_key(prefix);
+        let listed = self
+            .block_on(self.store.list_with_delimiter(key.as_ref()))
+            .map_err(|e| map_err(e, &prefix.to_string_lossy()))?;
+        let mut out: Vec<Entry> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .map(|name| Entry {
+                name: name.to_owned(),
+                is_prefix: true,
+            })
+            .collect();
+        let mut objects: Vec<String> = Vec::new();
+        for o in &listed.objects {
+            let Some(name) = o.location.filename() else {
+                continue;
+            };
+            if let Some(base) = name.strip_suffix(PARTS_SUFFIX) {
+                objects.push(base.to_owned());
+            } else if !name.contains(TAIL_INFIX) {
+                objects.push(name.to_owned());
+            }
+        }
+        objects.sort_unstable();
+        objects.dedup();
+        out.extend(objects.into_iter().map(|name| Entry {
+            name,
+            is_prefix: false,
+        }));
+        Ok(out)
+    }
+
+    fn walk(&self, prefix: &Path, f: &mut dyn FnMut(&Path, Meta) -> Result<()>) -> Result<()> {
+        let pkey = self.prefix_key(prefix);
+        let mut listing = self.store.list(pkey.as_ref());
+        let handle = self.runtime.handle().clone();
+        loop {
+            // One page at a time; `f` runs between pages on this thread.
+            let next = wait(&handle, listing.next());
+            let Some(item) = next else { return Ok(()) };
+            let o = item.map_err(|e| map_err(e, &prefix.to_string_lossy()))?;
+            let rel = Self::relative(pkey.as_ref(), &o.location).to_owned();
+            if rel.contains(TAIL_INFIX) {
+                continue;
+            }
+            if let Some(base) = rel.strip_suffix(PARTS_SUFFIX) {
+                // A resumable object: reported under its own name, with its
+                // size so far (unless it was completed meanwhile).
+                let key = self.key_of(&prefix.join(base));
+                if let Some((record, modified)) = self.block_on(Self::record(&self.store, &key))? {
+                    f(
+                        Path::new(base),
+                        Meta {
+                            size: record.size(),
+                            modified,
+                        },
+                    )?;
+                }
+                continue;
+            }
+            f(
+                Path::new(&rel),
+                Meta {
+                    size: o.size,
+                    modified: o.last_modified.into(),
+                },
+            )?;
+        }
+    }
+
+    fn put(&self, path: &Path, data: &[u8], _: Durability) -> Result<()> {
+        let key = self.key_of(path);
+        let payload = PutPayload::from(Bytes::copy_from_slice(data));
+        self.block_on(self.store.put(&key, payload))
+            .map(|_| ())
+            .map_err(|e| map_err(e, key.as_ref()))
+    }
+
+    fn put_new(&self, path: &Path, data: &[u8]) -> Result<bool> {
+        let key = self.key_of(path);
+        let data = Bytes::copy_from_slice(data);
+        if self.conditional_writes {
+            return self.block_on(put_if_absent(&self.store, &key, data));
+        }
+        self.block_on(put_new_by_readback(&self.store, &key, data))
+    }
+
+    fn writer(&self, path: &Path, mode: WriteMode) -> Result<Box<dyn Writer>> {
+        let key = self.key_of(path);
+        let store = self.store.clone();
+        let (record, buf) = self.block_on(async {
+            let existing = Self::record(&store, &key).await?;
+            match mode {
+                WriteMode::Create => {
+                    if let Some((old, _)) = existing {
+                        Self::discard(&store, &key, &old).await?;
+                    }
+                    Self::delete_key(&store, &key).await?;
+                    let record = Record::default();
+                    put_record(&store, &key, &record).await?;
+                    Ok::<_, Error>((record, BytesMut::new()))
+                }
+                WriteMode::Resume { size } => {
+                    let Some((record, _)) = existing else {
+                        return Err(Error::NotFound(format!("resumable object {key}")));
+                    };
+                    if record.size() != size {
+                        return Err(Error::Invalid(format!(
+                            "resumable object {key} holds {} bytes, not {size}",
+                            record.size()
+                        )));
+                    }
+                    let mut buf = BytesMut::new();
+                    if let Some(tail) = &record.tail {
+                        let tkey = Self::with_suffix(&key, tail);
+                        let (data, _) = Self::fetch(&store, &tkey).await?.ok_or_else(|| {
+                            Error::Io(format!("the tail {tkey} of an upload is missing"))
+                        })?;
+                        if data.len() as u64 != record.tail_size {
+                            return Err(Error::Io(format!(
+                                "the tail {tkey} of an upload holds {} bytes, not {}",
+                                data.len(),
+                                record.tail_size
+                            )));
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                    Ok((record, buf))
+                }
+            }
+        })?;
+        Ok(Box::new(S3Writer {
+            store,
+            handle: self.runtime.handle().clone(),
+            root: self.root.clone(),
+            key,
+            chunk_size: self.chunk_size,
+            committed_parts: record.parts.len(),
+            record,
+            buf,
+            in_flight: Vec::new(),
+        }))
+    }
+
+    fn delete(&self, path: &Path, _stop: &Path) -> Result<bool> {
+        let key = self.key_of(path);
+        let store = &self.store;
+        self.block_on(async {
+            let (object, record) = tokio::join!(Self::head(store, &key), Self::record(store, &key));
+            let existed = object?.is_some();
+            if existed {
+                Self::delete_key(store, &key).await?;
+            }
+            let record = record?;
+            if let Some((r, _)) = &record {
+                Self::discard(store, &key, r).await?;
+            }
+            Ok(existed || record.is_some())
+        })
+    }
+
+    fn delete_prefix(&self, prefix: &Path, _stop: &Path) -> Result<bool> {
+        let Some(pkey) = self.prefix_key(prefix) else {
+            return Err(Error::Invalid("refusing to delete the whole bucket".into()));
+        };
+        let store = &self.store;
+        self.block_on(async {
+            let mut keys: Vec<Key> = Vec::new();
+            let mut listing = store.list(Some(&pkey));
+            while let Some(item) = listing.next().await {
+                let o = item.map_err(|e| map_err(e, pkey.as_ref()))?;
+                keys.push(o.location);
+            }
+            // Multipart uploads hold parts outside any listing: abort them.
+            for k in &keys {
+                if let Some(base) = k.as_ref().strip_suffix(PARTS_SUFFIX) {
+                    let base = Key::from(base);
+                    if let Some((r, _)) = Self::record(store, &base).await? {
+                        Self::discard(store, &base, &r).await?;
+                    }
+                }
+            }
+            let found = !keys.is_empty();
+            let stream = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
+            let mut deleted = store.delete_stream(stream);
+            while let Some(r) = deleted.next().await {
+                match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(map_err(e, pkey.as_ref())),
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn rename(&self, from: &Path, to: &Path, _stop: &Path, _: Durability) -> Result<()> {
+        let (src, dst) = (self.key_of(from), self.key_of(to));
+        self.block_on(async {
+            self.store
+                .copy(&src, &dst)
+                .await
+                .map_err(|e| map_err(e, src.as_ref()))?;
+            Self::delete_key(&self.store, &src).await
+        })
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound(format!("moving {}", from.display())),
+            other => other,
+        })
+    }
+}
+
+impl S3Backend {
+    /// A presigned URL for a GET of the object at `path`, valid for
+    /// `expires` (`storage.redirect`).
+    pub fn presigned_get(&self, path: &Path, expires: Duration) -> Result<String> {
+        let key = self.key_of(path);
+        self.block_on(self.store.signed_url(http::Method::GET, &key, expires))
+            .map(|u| u.to_string())
+            .map_err(|e| map_err(e, key.as_ref()))
+    }
+}
+
+/// Runs a future to completion on `handle`'s runtime from a thread that
+/// may block: a thread of the blocking pool or outside any runtime, or a
+/// worker of a multi-threaded runtime, which `block_in_place` first turns
+/// into a blocking thread (code that calls storage from async code, such
+/// as tests, instead of through `Storage::run`).
+fn wait<F: Future>(handle: &tokio::runtime::Handle, f: F) -> F::Output {
+    tokio::task::block_in_place(|| handle.block_on(f))
+}
+
+/// The key of `path` under the root prefix `root`.
+fn key_in(root: &str, path: &Path) -> Key {
+    let rel = path.to_string_lossy();
+    let rel = rel.trim_matches('/');
+    match (root.is_empty(), rel.is_empty()) {
+        (true, _) => Key::from(rel),
+        (false, true) => Key::from(root),
+        (false, false) => Key::from(format!("{root}/{rel}")),
+    }
+}
+
+/// `put_new` where the server honours `If-None-Match: *`.
+async fn put_if_absent(store: &AmazonS3, key: &Key, data: Bytes) -> Result<bool> {
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store.put_opts(key, PutPayload::from(data), options).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(map_err(e, key.as_ref())),
+    }
+}
+
+/// The user metadata that tells writers of `put_new_by_readback` apart.
+const NONCE: &str = "registry-nonce";
+/// How long `put_new_by_readback` lets concurrent writes land.
+const READBACK_DELAY: Duration = Duration::from_millis(300);
+
+/// `put_new` where the server ignores conditional writes (Garage): absent
+/// → write with a nonce of ours → wait → read the nonce back. Of writers
+/// that raced past the absence check, the one whose write landed last is
+/// the one every one of them reads back, so exactly one wins — provided
+/// the writes land within [`READBACK_DELAY`] and reads see the latest
+/// write (Garage with one node or quorum reads; Amazon S3 since 2020).
+async fn put_new_by_readback(store: &AmazonS3, key: &Key, data: Bytes) -> Result<bool> {
+    if S3Backend::head(store, key).await?.is_some() {
+        return Ok(false);
+    }
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let mut attributes = object_store::Attributes::new();
+    attributes.insert(
+        object_store::Attribute::Metadata(NONCE.into()),
+        nonce.clone().into(),
+    );
+    let options = PutOptions {
+        attributes,
+        ..PutOptions::default()
+    };
+    store
+        .put_opts(key, PutPayload::from(data), options)
+        .await
+        .map_err(|e| map_err(e, key.as_ref()))?;
+    tokio::time::sleep(READBACK_DELAY).await;
+    let options = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    let got = store
+        .get_opts(key, options)
+        .await
+        .map_err(|e| map_err(e, key.as_ref()))?;
+    let theirs = got
+        .attributes
+        .get(&object_store::Attribute::Metadata(NONCE.into()))
+        .map(|v| v.as_ref().to_owned());
+    Ok(theirs.as_deref() == Some(nonce.as_str()))
+}
+
+/// Whether the server refuses a second `If-None-Match: *` write of one key
+/// (Amazon S3, MinIO) or silently overwrites (Garage): tried once, on a
+/// key of its own, when the backend opens.
+async fn probe_conditional_writes(store: &AmazonS3, root: &str) -> Result<bool> {
+    let key = key_in(
+        root,
+        Path::new(&format!(".probe-{}", uuid::Uuid::new_v4().simple())),
+    );
+    let first = put_if_absent(store, &key, Bytes::from_static(b"1")).await;
+    let second = match first {
+        Ok(_) => put_if_absent(store, &key, Bytes::from_static(b"2")).await,
+        Err(e) => Err(e),
+    };
+    S3Backend::delete_key(store, &key).await?;
+    match second {
+        Ok(refused_second) => Ok(!refused_second),
+        // Refused as unsupported (501): the same as ignored.
+        Err(Error::Io(m)) if m.contains("501") || m.contains("NotImplemented") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+async fn put_record(store: &AmazonS3, key: &Key, record: &Record) -> Result<()> {
+    let rkey = S3Backend::with_suffix(key, PARTS_SUFFIX);
+    let json =
+        serde_json::to_vec(record).map_err(|e| Error::Io(format!("encoding {rkey}: {e}")))?;
+    store
+        .put(&rkey, PutPayload::from(json))
+        .await
+        .map(|_| ())
+        .map_err(|e| map_err(e, rkey.as_ref()))
+}
+
+/// Reads an object's body stream from a blocking thread.
+struct StreamReader {
+    stream: Option<futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>>,
+    handle: tokio::runtime::Handle,
+    chunk: Bytes,
+    /// Bytes still announced; the stream must deliver exactly these.
+    left: u64,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(0);
+            };
+            match wait(&self.handle, stream.next()) {
+                Some(Ok(chunk)) => {
+                    if chunk.len() as u64 > self.left {
+                        return Err(io::Error::other("the object is longer than announced"));
+                    }
+                    self.left -= chunk.len() as u64;
+                    self.chunk = chunk;
+                }
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                None if self.left > 0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the object ended {} bytes early", self.left),
+                    ));
+                }
+                None => {
+                    self.stream = None;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk[..n]);
+        let _ = self.chunk.split_to(n);
+        Ok(n)
+    }
+}
+
+/// A part upload in flight: its index and the task.
+type InFlight = (usize, u64, JoinHandle<object_store::Result<PartId>>);
+
+/// Writes a resumable object as an S3 multipart upload, a part at a time
+/// (up to [`PARTS_IN_FLIGHT`] at once), keeping what is short of a part in
+/// memory until `close` stores it as the tail.
+struct S3Writer {
+    store: Arc<AmazonS3>,
+    handle: tokio::runtime::Handle,
+    /// The backend's root prefix, for the destination of `commit`.
+    root: String,
+    key: Key,
+    chunk_size: usize,
+    /// Parts recorded when the writer was opened: `abort` keeps these.
+    committed_parts: usize,
+    record: Record,
+    /// Bytes after the last part sent.
+    buf: BytesMut,
+    in_flight: Vec<InFlight>,
+}
+
+impl fmt::Debug for S3Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Writer")
+            .field("key", &self.key)
+            .field("parts", &self.record.parts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Writer {
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        wait(&self.handle, f)
+    }
+
+    /// Starts the multipart upload if there is none yet, and records it at
+    /// once, so that a writer that dies leaves nothing unfindable.
+    fn upload_id(&mut self) -> Result<String> {
+        if let Some(id) = &self.record.upload_id {
+            return Ok(id.clone());
+        }
+        let id = self
+            .block_on(self.store.create_multipart(&self.key))
+            .map_err(|e| map_err(e, self.key.as_ref()))?;
+        self.record.upload_id = Some(id.clone());
+        let mut on_record = self.record.clone();
+        on_record.parts.truncate(self.committed_parts);
+        self.block_on(put_record(&self.store, &self.key, &on_record))?;
+        Ok(id)
+    }
+
+    /// Sends `data` as the next part.
+    fn send_part(&mut self, data: Bytes) -> Result<()> {
+        let id = self.upload_id()?;
+        if self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.settle_one()?;
+        }
+        let idx = self.record.parts.len() + self.in_flight.len();
+        let size = data.len() as u64;
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let task = self
+            .handle
+            .spawn(async move { store.put_part(&key, &id, idx, PutPayload::from(data)).await });
+        self.in_flight.push((idx, size, task));
+        Ok(())
+    }
+
+    /// Waits for the oldest part in flight and records it.
+    fn settle_one(&mut self) -> Result<()> {
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let (idx, size, task) = self.in_flight.remove(0);
+        let part = self
+            .block_on(task)
+            .map_err(|e| Error::Io(format!("uploading a part of {}: {e}", self.key)))?
+            .map_err(|e| map_err(e, self.key.as_ref()))?;
+        debug_assert_eq!(idx, self.record.parts.len());
+        self.record.parts.push(Part {
+            etag: part.content_id,
+            size,
+        });
+        Ok(())
+    }
+
+    fn settle_all(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            self.settle_one()?;
+        }
+        Ok(())
+    }
+}
+
+impl Writer for S3Writer {
+    fn size(&self) -> u64 {
+        self.record.parts.iter().map(|p| p.size).sum::<u64>()
+            + self.in_flight.iter().map(|f| f.1).sum::<u64>()
+            + self.buf.len() as u64
+    }
+
+    fn write(&mut self, data: Bytes) -> Result<()> {
+        self.buf.extend_from_slice(&data);
+        while self.buf.len() >= self.chunk_size {
+            let part = self.buf.split_to(self.chunk_size).freeze();
+            self.send_part(part)?;
+        }
+        Ok(())
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        self.settle_all()?;
+        let old_tail = self.record.tail.take();
+        let tail = Bytes::from(std::mem::take(&mut self.buf));
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let mut record = self.record.clone();
+        self.block_on(async move {
+            record.tail_size = tail.len() as u64;
+            if !tail.is_empty() {
+                let suffix = format!("{TAIL_INFIX}{}", uuid::Uuid::new_v4().simple());
+                let tkey = S3Backend::with_suffix(&key, &suffix);
+                store
+                    .put(&tkey, PutPayload::from(tail))
+                    .await
+                    .map_err(|e| map_err(e, tkey.as_ref()))?;
+                record.tail = Some(suffix);
+            }
+            put_record(&store, &key, &record).await?;
+            if let Some(old) = old_tail {
+                S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, &old)).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn abort(self: Box<Self>) -> Result<()> {
+        // Parts sent by this writer are not in the record; the next writer
+        // reuses their numbers, which replaces them. A multipart upload this
+        // writer started is in the record (see `upload_id`) and is freed by
+        // the upload's deletion.
+        for (_, _, task) in &self.in_flight {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, dest: &Path) -> Result<()> {
+        self.settle_all()?;
+        let dest = key_in(&self.root, dest);
+        let tail = Bytes::from(std::mem::take(&mut self.buf));
+        let upload = self.record.upload_id.clone();
+        match upload {
+            Some(id) if !self.record.parts.is_empty() => {
+                // The tail is the last part, which may be short.
+                if !tail.is_empty() {
+                    self.send_part(tail)?;
+                    self.settle_all()?;
+                }
+                let parts: Vec<PartId> = self
+                    .record
+                    .parts
+                    .iter()
+                    .map(|p| PartId {
+                        content_id: p.etag.clone(),
+                    })
+                    .collect();
+                let (store, key) = (self.store.clone(), self.key.clone());
+                self.block_on(async move {
+                    store
+                        .complete_multipart(&key, &id, parts)
+                        .await
+                        .map_err(|e| map_err(e, key.as_ref()))?;
+                    store
+                        .copy(&key, &dest)
+                        .await
+                        .map_err(|e| map_err(e, dest.as_ref()))?;
+                    S3Backend::delete_key(&store, &key).await
+                })?;
+            }
+            _ => {
+                // Everything is in the tail: one PUT, and any multipart
+                // upload started without a part recorded is freed.
+                let (store, key) = (self.store.clone(), self.key.clone());
+                self.block_on(async move {
+                    store
+                        .put(&dest, PutPayload::from(tail))
+                        .await
+                        .map_err(|e| map_err(e, dest.as_ref()))?;
+                    if let Some(id) = upload {
+                        match store.abort_multipart(&key, &id).await {
+                            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                            Err(e) => return Err(map_err(e, key.as_ref())),
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        // The resumable object is gone: its tail and record go too.
+        let (store, key) = (self.store.clone(), self.key.clone());
+        let old_tail = self.record.tail.take();
+        self.block_on(async move {
+            if let Some(t) = old_tail {
+                S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, &t)).await?;
+            }
+            S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, PARTS_SUFFIX)).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use e2e::garage::{Garage, REGION};
+
+    use super::{MIN_CHUNK_SIZE, S3Backend, S3Config};
+    use crate::storage::backend::suite::Fixture;
+    use crate::storage::backend::{Backend, Error, WriteMode};
+
+    /// A Garage of its own and a backend on a fresh root in its bucket.
+    struct GarageFixture {
+        // The backend goes first: Garage stops at once only when no client
+        // holds a connection open.
+        backend: S3Backend,
+        garage: Garage,
+    }
+
+    impl Fixture for GarageFixture {
+        fn backend(&self) -> &dyn Backend {
+            &self.backend
+        }
+    }
+
+    fn config(g: &Garage, root: &str) -> S3Config {
+        S3Config {
+            bucket: g.bucket.clone(),
+            region: REGION.into(),
+            regionendpoint: g.endpoint.clone(),
+            accesskey: g.access_key.clone(),
+            secretkey: g.secret_key.clone(),
+            rootdirectory: root.into(),
+            secure: false,
+            forcepathstyle: true,
+            // The smallest parts, so that the suite's objects span several.
+            chunksize: MIN_CHUNK_SIZE,
+            multipartcopythresholdsize: 32 << 20,
+        }
+    }
+
+    fn fixture() -> GarageFixture {
+        let garage = Garage::start("registry");
+        let backend = S3Backend::open(&config(&garage, "/suite/")).expect("open the bucket");
+        GarageFixture { backend, garage }
+    }
+
+    crate::backend_suite!(fixture());
+
+    #[test]
+    fn an_upload_started_on_one_replica_completes_on_another() {
+        let f = fixture();
+        let other = S3Backend::open(&config(&f.garage, "suite")).unwrap();
+        let up = Path::new("t/_uploads/u1/data");
+        let part = Bytes::from(vec![1u8; MIN_CHUNK_SIZE as usize + 3]);
+        let mut w = f.backend.writer(up, WriteMode::Create).unwrap();
+        w.write(part.clone()).unwrap();
+        w.close().unwrap();
+        // The other replica sees the size and goes on from there.
+        assert_eq!(other.stat(up).unwrap().unwrap().size, part.len() as u64);
+        let listed = other.list(Path::new("t/_uploads/u1")).unwrap();
+        assert_eq!(
+            listed.len(),
+            1,
+            "only `data`, not the record or tail: {listed:?}"
+        );
+        assert_eq!(listed[0].name, "data");
+        let mut w = other
+            .writer(
+                up,
+                WriteMode::Resume {
+                    size: part.len() as u64,
+                },
+            )
+            .unwrap();
+        w.write(Bytes::from_static(b"end")).unwrap();
+        w.commit(Path::new("t/blobs/x/data")).unwrap();
+        let got = f.backend.get(Path::new("t/blobs/x/data")).unwrap().unwrap();
+        assert_eq!(got.len(), part.len() + 3);
+        assert_eq!(&got[got.len() - 3..], b"end");
+        assert!(got[..part.len()].iter().all(|&b| b == 1));
+        // Nothing of the upload is left in the bucket.
+        assert!(f.backend.list(Path::new("t/_uploads")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_configuration_fails_at_open_with_one_clear_line() {
+        let g = Garage::start("registry");
+        let wrong_key = S3Config {
+            secretkey: "0".repeat(64),
+            ..config(&g, "")
+        };
+        let e = S3Backend::open(&wrong_key).unwrap_err().to_string();
+        assert!(
+            e.contains("access denied") && e.contains("accesskey"),
+            "{e}"
+        );
+        assert!(!e.contains('\n') && !e.contains('<'), "{e}");
+        let no_bucket = S3Config {
+            bucket: "missing".into(),
+            ..config(&g, "")
+        };
+        let e = S3Backend::open(&no_bucket).unwrap_err().to_string();
+        assert!(e.contains("no such bucket") && e.contains("missing"), "{e}");
+        assert!(!e.contains('\n') && !e.contains('<'), "{e}");
+        let port = e2e::bins::free_port();
+        let unreachable = S3Config {
+            regionendpoint: format!("http://127.0.0.1:{port}"),
+            ..config(&g, "")
+        };
+        let started = std::time::Instant::now();
+        let e = S3Backend::open(&unreachable).unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        assert!(e.to_string().contains("cannot reach"), "{e}");
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "gave up in {:?}",
+            started.elapsed()
+        );
+        let small = S3Config {
+            chunksize: 1024,
+            ..config(&g, "")
+        };
+        assert!(matches!(S3Backend::open(&small), Err(Error::Invalid(_))));
+    }
+}

@@ -1,0 +1,140 @@
+//! Our registry on S3 (a real Garage on 127.0.0.1): one bucket shared with
+//! CNCF distribution 2.8's s3 driver in both directions, and by two of our
+//! replicas (an upload started on one completes on the other); docker
+//! pushes, pulls and runs an image kept in the bucket.
+
+use e2e::garage::Garage;
+use e2e::{CommandExt, Registry, Skopeo};
+use reqwest::StatusCode;
+
+use crate::interop::{assert_serves, push_images};
+
+#[test]
+fn bucket_written_by_distribution_is_served_by_ours() {
+    let garage = Garage::start("images");
+    let out = e2e::temp_dir("s3-interop");
+    let skopeo = Skopeo::new();
+    let dist = Registry::builder()
+        .s3(&garage, "/registry")
+        .start_distribution();
+    let (app, tool) = push_images(&dist, &skopeo);
+    drop(dist);
+
+    let ours = Registry::builder().s3(&garage, "/registry").start();
+    assert_serves(&ours, &skopeo, &app, &tool, out.path());
+}
+
+#[test]
+fn bucket_written_by_ours_is_served_by_distribution() {
+    let garage = Garage::start("images");
+    let out = e2e::temp_dir("s3-interop");
+    let skopeo = Skopeo::new();
+    let ours = Registry::builder().s3(&garage, "/registry").start();
+    let (app, tool) = push_images(&ours, &skopeo);
+    drop(ours);
+
+    let dist = Registry::builder()
+        .s3(&garage, "/registry")
+        .start_distribution();
+    assert_serves(&dist, &skopeo, &app, &tool, out.path());
+}
+
+#[test]
+fn two_replicas_on_one_bucket() {
+    let garage = Garage::start("images");
+    let a = Registry::builder().s3(&garage, "").start();
+    let b = Registry::builder().s3(&garage, "").start();
+    let (api_a, api_b) = (a.api(), b.api());
+
+    // A chunked upload: started and fed on a, fed and finished on b. The
+    // first chunk is larger than an S3 part, the second is not.
+    let first = vec![b'a'; 6 * 1024 * 1024 + 5];
+    let second = b"the end".to_vec();
+    let whole = [first.clone(), second.clone()].concat();
+    let digest = e2e::digest::sha256(&whole);
+    let started = api_a
+        .request(reqwest::Method::POST, "/v2/replicas/blob/blobs/uploads/")
+        .send()
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let patched = api_a
+        .request(reqwest::Method::PATCH, &location)
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("0-{}", first.len() - 1))
+        .body(first.clone())
+        .send()
+        .unwrap();
+    assert_eq!(
+        patched.status(),
+        StatusCode::ACCEPTED,
+        "{:?}",
+        patched.text()
+    );
+    let location = patched.headers()["location"].to_str().unwrap().to_owned();
+    // b knows where the upload stands.
+    let status = api_b.get(&location);
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        status.headers()["range"].to_str().unwrap(),
+        format!("0-{}", first.len() - 1)
+    );
+    let patched = api_b
+        .request(reqwest::Method::PATCH, &location)
+        .header("content-type", "application/octet-stream")
+        .header(
+            "content-range",
+            format!("{}-{}", first.len(), whole.len() - 1),
+        )
+        .body(second)
+        .send()
+        .unwrap();
+    assert_eq!(
+        patched.status(),
+        StatusCode::ACCEPTED,
+        "{:?}",
+        patched.text()
+    );
+    let location = patched.headers()["location"].to_str().unwrap().to_owned();
+    let done = api_b
+        .request(
+            reqwest::Method::PUT,
+            &e2e::api::with_digest(&location, &digest),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::CREATED, "{:?}", done.text());
+    let got = api_a.get(&format!("/v2/replicas/blob/blobs/{digest}"));
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().unwrap().as_ref(), &whole[..]);
+
+    // An image pushed through a is pulled through b.
+    let skopeo = Skopeo::new();
+    let out = e2e::temp_dir("s3-replicas");
+    let (app, tool) = push_images(&a, &skopeo);
+    assert_serves(&b, &skopeo, &app, &tool, out.path());
+}
+
+#[test]
+fn docker_push_pull_run_on_s3() {
+    let garage = Garage::start("images");
+    let reg = Registry::builder().s3(&garage, "/registry").start();
+    let docker = e2e::Dockerd::start();
+    let marker = e2e::fixtures::random_name(24);
+    let remote = format!("{}/s3/busybox:1", reg.host());
+    docker.import_busybox(&remote, &marker);
+    let pushed = docker.push(&remote);
+    let repo = format!("{}/s3/busybox", reg.host());
+    assert_eq!(
+        reg.api().manifest_digest("s3/busybox", "1"),
+        Some(pushed.clone())
+    );
+    docker.docker().args(["rmi", &remote]).ok();
+    docker.docker().args(["pull", &remote]).ok();
+    assert_eq!(docker.repo_digest(&remote, &repo), pushed);
+    assert_eq!(
+        docker.run_marker(&remote),
+        marker,
+        "the pulled image runs and has the pushed content"
+    );
+}
