@@ -27,7 +27,7 @@ async fn kill_9_midway_loses_nothing_acknowledged() {
 async fn kill_9_midway_loses_nothing_acknowledged_on_s3() {
     let dir = tempfile::tempdir().unwrap();
     let garage = tokio::task::block_in_place(|| e2e::garage::Garage::start("crash"));
-    kill_9_midway(&Store::S3(garage), dir.path()).await;
+    kill_9_midway(&Store::S3(Box::new(garage)), dir.path()).await;
 }
 
 async fn kill_9_midway(store: &Store, logs: &std::path::Path) {

@@ -114,7 +114,7 @@ impl Garage {
         let config = run.join("garage.toml");
         crate::write(
             &config,
-            &format!(
+            format!(
                 "metadata_dir = \"{meta}\"\n\
                  data_dir = \"{data}\"\n\
                  db_engine = \"sqlite\"\n\

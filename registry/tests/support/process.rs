@@ -69,7 +69,7 @@ pub fn registry_cmd(root: &Path, args: &[&str]) -> std::process::Output {
 /// Garage the test started.
 pub enum Store {
     Dir(std::path::PathBuf),
-    S3(e2e::garage::Garage),
+    S3(Box<e2e::garage::Garage>),
 }
 
 impl Store {
