@@ -9,6 +9,7 @@ pub mod oci;
 pub mod routes;
 pub mod state;
 pub mod storage;
+pub mod ui;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -55,10 +56,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         }
     };
     let storage = Arc::new(Storage::new(FsBackend::new(&config.root_directory)));
+    let ui = ui::UiState::new(&authenticator)?;
     Ok(AppState(Arc::new(App {
         config,
         storage,
         authenticator,
+        ui,
     })))
 }
 

@@ -5,6 +5,7 @@
 //! Methods are blocking (they run on tokio's blocking pool, see
 //! [`Storage::run`]), except the streaming upload in `uploads`.
 
+pub mod browse;
 pub mod fs;
 pub mod fsck;
 pub mod gc;

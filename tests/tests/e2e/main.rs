@@ -16,3 +16,4 @@ mod protocol;
 mod skopeo;
 mod tls_proxy;
 mod token_flow;
+mod ui;
