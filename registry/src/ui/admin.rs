@@ -94,7 +94,7 @@ fn action_boxes(prefix: &str) -> Markup {
             legend { "Actions" }
             @for a in ["pull", "push", "delete"] {
                 input type="checkbox" id={(prefix) "-" (a)} name=(a) value="1" checked[a == "pull"];
-                label for={(prefix) "-" (a)} style="display:inline;margin-right:12px" { " " (a) }
+                label.inline for={(prefix) "-" (a)} { " " (a) }
             }
         }
     }
@@ -148,7 +148,7 @@ async fn users(
                 (viewer.csrf_field())
                 div.field { label for="new-name" { "User name" } input #new-name type="text" name="name" required autocapitalize="none"; }
                 div.field { label for="new-password" { "Password" } input #new-password type="password" name="password" autocomplete="new-password" required; }
-                div.field { input #new-admin type="checkbox" name="admin" value="1"; label for="new-admin" style="display:inline" { " Admin" } }
+                div.field { input #new-admin type="checkbox" name="admin" value="1"; label.inline for="new-admin" { " Admin" } }
                 button #add-user type="submit" { "Add user" }
             }
         },
@@ -253,8 +253,8 @@ async fn user(
                 (viewer.csrf_field())
                 input type="hidden" name="name" value=(name);
                 input type="hidden" name="do" value="flags";
-                div { input #flag-admin type="checkbox" name="admin" value="1" checked[u["admin"].as_bool().unwrap_or(false)]; label for="flag-admin" style="display:inline" { " Admin" } }
-                div { input #flag-disabled type="checkbox" name="disabled" value="1" checked[u["disabled"].as_bool().unwrap_or(false)]; label for="flag-disabled" style="display:inline" { " Disabled" } }
+                div { input #flag-admin type="checkbox" name="admin" value="1" checked[u["admin"].as_bool().unwrap_or(false)]; label.inline for="flag-admin" { " Admin" } }
+                div { input #flag-disabled type="checkbox" name="disabled" value="1" checked[u["disabled"].as_bool().unwrap_or(false)]; label.inline for="flag-disabled" { " Disabled" } }
                 button #save-flags type="submit" { "Save" }
             }
             @if !u["robot"].as_bool().unwrap_or(false) {
@@ -600,8 +600,8 @@ fn import_markup(viewer: &Viewer, report: Option<&Result<Value, String>>) -> Mar
         form method="post" action="/ui/admin/import" {
             (viewer.csrf_field())
             div.field { label for="htpasswd" { "htpasswd file" } textarea #htpasswd name="htpasswd" required spellcheck="false" {} }
-            div.field { input #skip type="checkbox" name="skip_invalid" value="1"; label for="skip" style="display:inline" { " Skip invalid lines" } }
-            div.field { input #overwrite type="checkbox" name="overwrite" value="1"; label for="overwrite" style="display:inline" { " Overwrite existing users' passwords (never admins')" } }
+            div.field { input #skip type="checkbox" name="skip_invalid" value="1"; label.inline for="skip" { " Skip invalid lines" } }
+            div.field { input #overwrite type="checkbox" name="overwrite" value="1"; label.inline for="overwrite" { " Overwrite existing users' passwords (never admins')" } }
             button #import type="submit" { "Import" }
         }
     }

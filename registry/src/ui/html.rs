@@ -109,7 +109,7 @@ pub fn error_page(status: StatusCode, frame: &Frame, message: &str) -> Response 
 pub fn copy(label: &str, value: &str) -> Markup {
     html! {
         span.copy {
-            input type="text" readonly value=(value) aria-label=(label) size=(value.len().clamp(10, 80));
+            input type="text" readonly value=(value) aria-label=(label) size=(value.len().clamp(10, 36));
             button type="button" data-copy=(value) { "Copy " span.sr { (label) } }
         }
     }
@@ -180,6 +180,9 @@ tr.platform td { color:var(--muted); }
 tr.platform td:first-child { padding-left:24px; }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:.92em; }
 form.inline { display:inline; margin:0; }
+label.inline { display:inline; font-weight:normal; margin-right:12px; }
+fieldset { border:1px solid var(--line); border-radius:4px; }
+td.time { white-space:nowrap; }
 form.bar { display:flex; flex-wrap:wrap; gap:8px; align-items:end; margin:8px 0; }
 label { display:block; font-weight:600; margin-bottom:2px; }
 .field { margin:8px 0; }

@@ -423,7 +423,7 @@ async fn repositories(
                             tr {
                                 td { a href={"/ui/repo?name=" (q(&r.name))} { (r.name) } }
                                 td.num { (r.tags) }
-                                td { (time(r.last_push)) }
+                                td.time { (time(r.last_push)) }
                             }
                         }
                     }
@@ -577,7 +577,7 @@ async fn repository(
                                 th scope="row" { a href={"/ui/manifest?name=" (q(name.as_str())) "&ref=" (q(&r.tag))} { (r.tag) } }
                                 td.mono { (copy(&format!("digest of {}", r.tag), &r.digest.to_string())) }
                                 td.num { (size(r.size)) }
-                                td { (time(r.pushed)) }
+                                td.time { (time(r.pushed)) }
                                 td { (copy(&format!("pull command for {}", r.tag), &format!("docker pull {host}/{name}:{}", r.tag))) }
                                 td {
                                     @if can_delete {
@@ -1022,8 +1022,8 @@ async fn gc_page(State(state): State<AppState>, headers: HeaderMap) -> Response 
             form method="post" action="/ui/gc" {
                 (viewer.csrf_field())
                 div.field { label for="grace" { "Grace period" } input #grace type="text" name="grace" value="1h" aria-describedby="grace-help"; span #grace-help.muted { " e.g. 1h, 30m, 0s (0s may delete the blobs of a push in progress)" } }
-                div.field { input #untagged type="checkbox" name="untagged" value="1"; label for="untagged" style="display:inline" { " Also delete manifests no tag reaches" } }
-                div.field { input #dry type="checkbox" name="dry" value="1"; label for="dry" style="display:inline" { " Dry run (report only)" } }
+                div.field { input #untagged type="checkbox" name="untagged" value="1"; label.inline for="untagged" { " Also delete manifests no tag reaches" } }
+                div.field { input #dry type="checkbox" name="dry" value="1"; label.inline for="dry" { " Dry run (report only)" } }
                 button type="submit" disabled[status.running.is_some()] { "Start garbage collection" }
             }
         },
