@@ -126,6 +126,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // metrics listener's, when there is one).
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {scheme}://{local}")?;
+    writeln!(out, "web UI on {scheme}://{local}/ui/")?;
     if let Some((l, path)) = &debug {
         writeln!(out, "metrics on http://{}{path}", l.local_addr()?)?;
     }

@@ -187,3 +187,112 @@ async fn a_tag_shared_with_another_goes_alone() {
         "{page}"
     );
 }
+
+/// An index of two platforms, one of them also tagged on its own, and a
+/// signature of the index: deleting the index takes the untagged platform
+/// and the signature, keeps the tagged platform, and counts what only the
+/// removed manifests used.
+#[tokio::test]
+async fn deleting_an_index_previews_platforms_and_referrers() {
+    let app = TestApp::with_config(YAML).await;
+    let (amd, amd_body) = app.push_image("team/app", "amd", "amd").await;
+    let (arm, arm_body) = app.push_image("team/app", "arm", "arm").await;
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[
+            {{"mediaType":"{OCI_MANIFEST}","digest":"{amd}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}},
+            {{"mediaType":"{OCI_MANIFEST}","digest":"{arm}","size":{},"platform":{{"os":"linux","architecture":"arm64"}}}}]}}"#,
+        amd_body.len(),
+        arm_body.len()
+    );
+    let r = app.put_manifest("team/app", "1.0", OCI_INDEX, &index).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let index_digest = registry::oci::Digest::sha256_of(index.as_bytes());
+    // `arm` was a staging tag; `amd` stays tagged.
+    assert_eq!(
+        app.delete("/v2/team/app/manifests/arm").await.status,
+        StatusCode::ACCEPTED
+    );
+    let empty = app.push_blob("team/app", b"{}").await;
+    let sig = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/example.sig",
+            "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},
+            "layers":[{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}}],
+            "subject":{{"mediaType":"{OCI_INDEX}","digest":"{index_digest}","size":{}}}}}"#,
+        index.len()
+    );
+    let sig_digest = registry::oci::Digest::sha256_of(sig.as_bytes());
+    let r = app
+        .put_manifest("team/app", &sig_digest.to_string(), OCI_MANIFEST, &sig)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+
+    let page = text(&app.get("/ui/delete?name=team/app&ref=1.0").await);
+    assert!(
+        page.contains(&format!("Manifest <code>{index_digest}</code>")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "Platform linux/arm64: manifest <code>{arm}</code>"
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "Referrer (application/example.sig): manifest <code>{sig_digest}</code>"
+        )),
+        "{page}"
+    );
+    assert!(
+        !page.contains(&format!("manifest <code>{amd}</code>")),
+        "the tagged platform stays: {page}"
+    );
+    // Freed: index, arm manifest, arm config, arm layer, signature and the
+    // empty blob (used by the signature alone).
+    assert!(page.contains("(6 blobs"), "{page}");
+
+    let csrf_cookie = presession(&app.get("/ui/").await);
+    let preview = app
+        .request(
+            Method::GET,
+            "/ui/delete?name=team/app&ref=1.0",
+            &[("cookie", csrf_cookie.as_str())],
+            axum::body::Body::empty(),
+        )
+        .await;
+    let page = text(&preview);
+    let body = format!(
+        "csrf={}&name=team%2Fapp&ref=1.0&manifest=1&plan={}",
+        field(&page, "csrf").replace('=', "%3D"),
+        field(&page, "plan")
+    );
+    let r = app
+        .request(
+            Method::POST,
+            "/ui/delete",
+            &[
+                ("cookie", csrf_cookie.as_str()),
+                ("sec-fetch-site", "same-origin"),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", text(&r));
+    for (d, present) in [
+        (&index_digest, false),
+        (&arm, false),
+        (&sig_digest, false),
+        (&amd, true),
+    ] {
+        let status = app
+            .head(&format!("/v2/team/app/manifests/{d}"))
+            .await
+            .status;
+        assert_eq!(status == StatusCode::OK, present, "{d}");
+    }
+    assert_eq!(
+        app.get("/v2/team/app/tags/list").await.json()["tags"],
+        serde_json::json!(["amd"])
+    );
+}
