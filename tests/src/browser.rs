@@ -65,9 +65,8 @@ impl Browser {
                 ],
             }
         });
-        let caps = match caps {
-            serde_json::Value::Object(m) => m,
-            _ => unreachable!("an object"),
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!("an object")
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = loop {
@@ -78,8 +77,8 @@ impl Browser {
             );
             match attempt {
                 Ok(c) => break c,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                // chromedriver is still starting.
+                Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(e) => panic!("no WebDriver session from chromedriver at {url}: {e}"),

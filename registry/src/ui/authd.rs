@@ -198,35 +198,32 @@ impl AuthdClient {
         if let Some(g) = self.grants.get(&key) {
             return Ok(g);
         }
-        let resp = match session {
-            Some(refresh) => {
-                let mut pairs = vec![
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", refresh),
-                    ("client_id", CLIENT_ID),
-                    ("service", self.service.as_str()),
-                ];
-                pairs.extend(scopes.iter().map(|s| ("scope", s.as_str())));
-                self.http
-                    .post(self.url(token::TOKEN_PATH))
-                    .header(
-                        http::header::CONTENT_TYPE,
-                        "application/x-www-form-urlencoded",
-                    )
-                    .body(form(&pairs))
-                    .send()
-                    .await
-            }
-            None => {
-                let mut pairs = vec![("service", self.service.as_str())];
-                pairs.extend(scopes.iter().map(|s| ("scope", s.as_str())));
-                self.http
-                    .get(format!("{}?{}", self.url(token::TOKEN_PATH), form(&pairs)))
-                    .send()
-                    .await
-            }
-        }
-        .map_err(|e| AuthdError::Unavailable(e.to_string()))?;
+        let sent = if let Some(refresh) = session {
+            let mut pairs = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("client_id", CLIENT_ID),
+                ("service", self.service.as_str()),
+            ];
+            pairs.extend(scopes.iter().map(|s| ("scope", s.as_str())));
+            self.http
+                .post(self.url(token::TOKEN_PATH))
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(form(&pairs))
+                .send()
+                .await
+        } else {
+            let mut pairs = vec![("service", self.service.as_str())];
+            pairs.extend(scopes.iter().map(|s| ("scope", s.as_str())));
+            self.http
+                .get(format!("{}?{}", self.url(token::TOKEN_PATH), form(&pairs)))
+                .send()
+                .await
+        };
+        let resp = sent.map_err(|e| AuthdError::Unavailable(e.to_string()))?;
         let answer = Self::token_answer(resp).await?;
         let verified = verifier
             .verify(&answer.token)

@@ -63,7 +63,7 @@ pub fn page(status: StatusCode, title: &str, frame: &Frame, body: Markup) -> Res
                     }
                 }
                 main #main tabindex="-1" {
-                    (body)
+                    (maud::PreEscaped(body.into_string()))
                 }
             }
         }

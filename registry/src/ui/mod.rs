@@ -13,6 +13,10 @@
 //! everyone may do everything, as on `/v2/`; with htpasswd the UI shows
 //! nothing (it never sees the password a browser would need to send).
 
+// Handlers return the page to answer as their `Err`: made once per
+// request, its size does not matter.
+#![allow(clippy::result_large_err)]
+
 mod admin;
 pub mod authd;
 pub mod html;
@@ -144,18 +148,17 @@ impl Viewer {
         let tls = state.config.tls.is_some();
         let secure = session::came_over_https(headers, tls);
         let mut cookies = Vec::new();
-        let presession = match session::cookie(headers, session::PRESESSION_COOKIE) {
-            Some(v) => v.to_owned(),
-            None => {
-                let v = session::new_presession();
-                cookies.push(session::set_cookie(
-                    session::PRESESSION_COOKIE,
-                    &v,
-                    86_400,
-                    secure,
-                ));
-                v
-            }
+        let presession = if let Some(v) = session::cookie(headers, session::PRESESSION_COOKIE) {
+            v.to_owned()
+        } else {
+            let v = session::new_presession();
+            cookies.push(session::set_cookie(
+                session::PRESESSION_COOKIE,
+                &v,
+                86_400,
+                secure,
+            ));
+            v
         };
         let mut viewer = Viewer {
             caller: Caller::Anonymous,
@@ -256,7 +259,7 @@ impl Viewer {
     pub fn page_with(&self, status: StatusCode, title: &str, body: Markup) -> Response {
         let body = html! {
             @if let Some(n) = &self.notice { p.notice role="status" { (n) } }
-            (body)
+            (maud::PreEscaped(body.into_string()))
         };
         self.finish(page(status, title, &self.frame, body))
     }
