@@ -179,6 +179,7 @@ fn spawn_maintenance(state: &AppState) {
         ));
     }
     for (what, interval, opts) in jobs {
+        let state = state.clone();
         let storage = state.storage.clone();
         tokio::spawn(async move {
             let mut ticker =
@@ -186,8 +187,17 @@ fn spawn_maintenance(state: &AppState) {
             loop {
                 ticker.tick().await;
                 let opts = opts.clone();
+                let started = std::time::SystemTime::now();
                 let result = storage.run(move |s| s.gc(&opts)).await;
                 record_gc(what, result.as_ref().ok());
+                if what == "garbage collection" {
+                    // The web UI's GC page shows the last run.
+                    let shown = result
+                        .as_ref()
+                        .map(Clone::clone)
+                        .map_err(ToString::to_string);
+                    state.ui.record_gc("the schedule", started, shown);
+                }
                 match result {
                     Ok(report) => tracing::info!(
                         "scheduled {what}: {}",

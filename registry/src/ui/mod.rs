@@ -90,6 +90,23 @@ impl UiState {
         })
     }
 
+    /// Records a finished collection (from this page or the schedule) as
+    /// the last run.
+    pub fn record_gc(&self, by: &str, started: SystemTime, result: Result<GcReport, String>) {
+        let mut status = self
+            .gc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        status.last = Some(GcRun {
+            started,
+            finished: SystemTime::now(),
+            by: by.to_owned(),
+            result,
+        });
+        drop(status);
+        self.forget_index();
+    }
+
     fn forget_index(&self) {
         *self
             .index
@@ -1007,7 +1024,7 @@ async fn gc_page(State(state): State<AppState>, headers: HeaderMap) -> Response 
             @if let Some(s) = schedule {
                 p { "Scheduled every " (format!("{:?}", s.interval)) " (grace " (format!("{:?}", s.grace)) @if s.delete_untagged { ", untagged manifests too" } ")." }
             } @else { p { "No schedule is configured (storage.maintenance.gc)." } }
-            h2 { "Last run from this page" }
+            h2 { "Last run" }
             @if let Some((since, by)) = &status.running {
                 p #gc-running role="status" { "Running since " (time(Some(*since))) ", started by " (by) ". Reload to see the result." }
             }
