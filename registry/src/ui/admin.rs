@@ -696,7 +696,7 @@ async fn audit(
             table #audit {
                 thead { tr { th scope="col" { "When" } th scope="col" { "Actor" } th scope="col" { "Action" } th scope="col" { "Target" } th scope="col" { "Detail" } } }
                 tbody { @for e in &entries {
-                    tr { td { (s(&e["at"])) } td { (s(&e["actor"])) } td { (s(&e["action"])) } td { (s(&e["target"])) } td.mono { (s(&e["detail"])) } }
+                    tr { td.time { (s(&e["at"])) } td { (s(&e["actor"])) } td { (s(&e["action"])) } td { (s(&e["target"])) } td.mono { (s(&e["detail"])) } }
                 } }
             }
             (super::pager(None, next.as_deref()))

@@ -109,7 +109,7 @@ pub fn error_page(status: StatusCode, frame: &Frame, message: &str) -> Response 
 pub fn copy(label: &str, value: &str) -> Markup {
     html! {
         span.copy {
-            input type="text" readonly value=(value) aria-label=(label) size=(value.len().clamp(10, 36));
+            input type="text" readonly value=(value) aria-label=(label) size=(value.len().clamp(10, 28));
             button type="button" data-copy=(value) { "Copy " span.sr { (label) } }
         }
     }

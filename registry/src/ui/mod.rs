@@ -51,6 +51,12 @@ const INDEX_TTL: Duration = Duration::from_secs(5);
 
 type Params = HashMap<String, String>;
 
+/// Config media types of plain images: no artifact type worth showing.
+const IMAGE_CONFIGS: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
 /// The UI's part of the registry's state.
 #[derive(Debug, Default)]
 pub struct UiState {
@@ -746,7 +752,7 @@ async fn manifest_page(
                     @if let Some(s) = &m.subject {
                         dt { "Refers to" } dd { a href={"/ui/manifest?name=" (q(name.as_str())) "&ref=" (q(&s.digest.to_string()))} { (s.digest) } }
                     }
-                    @if let Some(a) = m.effective_artifact_type() { dt { "Artifact type" } dd { code { (a) } } }
+                    @if let Some(a) = m.effective_artifact_type().filter(|a| !IMAGE_CONFIGS.contains(a)) { dt { "Artifact type" } dd { code { (a) } } }
                 }
                 @if let Some(c) = &v.config {
                     dt { "Platform" } dd { (c["os"].as_str().unwrap_or("?")) "/" (c["architecture"].as_str().unwrap_or("?")) }
@@ -1130,8 +1136,8 @@ fn login_markup(viewer: &Viewer, user: &str, error: Option<&str>) -> Markup {
         @if let Some(e) = error { p.error #login-error role="alert" { (e) } }
         form method="post" action="/ui/login" {
             (viewer.csrf_field())
-            div.field { label for="username" { "User name" } input #username type="text" name="username" value=(user) autocomplete="username" autocapitalize="none" required autofocus; }
-            div.field { label for="password" { "Password" } input #password type="password" name="password" autocomplete="current-password" required; }
+            div.field { label for="username" { "User name" } input #username type="text" name="username" value=(user) autocomplete="username" autocapitalize="none" required autofocus[user.is_empty()]; }
+            div.field { label for="password" { "Password" } input #password type="password" name="password" autocomplete="current-password" required autofocus[!user.is_empty()]; }
             button #sign-in type="submit" { "Sign in" }
         }
         p.muted { "Your password goes to the registry's user service (authd) once; the browser keeps only a session cookie, which signing out revokes." }
