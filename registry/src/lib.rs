@@ -126,13 +126,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // metrics listener's, when there is one).
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {scheme}://{local}")?;
-    writeln!(out, "web UI on {scheme}://{local}/ui/")?;
     if let Some((l, path)) = &debug {
         writeln!(out, "metrics on http://{}{path}", l.local_addr()?)?;
     }
     out.flush()?;
     drop(out);
-    tracing::info!("registry listening on {scheme}://{local}");
+    tracing::info!("registry listening on {scheme}://{local}, web UI at /ui/");
 
     if let Some((listener, path)) = debug {
         service::metrics::spawn_listener(listener, &path, &options);
