@@ -161,42 +161,43 @@ pub fn tag_row<B: Backend>(s: &Storage<B>, name: &RepoName, t: &str) -> Result<O
     }))
 }
 
-/// One page of a repository's tags matching `query` (a substring): rows
-/// `offset..offset + n` in `sort` order, and how many tags match. Sorting
-/// by name reads only the page's tags; sorting by push time reads every
-/// matching tag's time (one `stat` each).
-pub fn tag_page<B: Backend>(
-    s: &Storage<B>,
-    name: &RepoName,
-    query: &str,
-    sort: Sort,
-    offset: usize,
-    n: usize,
-) -> Result<Option<(Vec<TagRow>, usize)>> {
+/// Every tag of the repository, newest push first (one `stat` per tag);
+/// `None` when the repository does not exist.
+pub fn tags_by_push<B: Backend>(s: &Storage<B>, name: &RepoName) -> Result<Option<Vec<String>>> {
     let Some(tags) = s.list_tags(name)? else {
         return Ok(None);
     };
-    let mut matching: Vec<&String> = tags.iter().filter(|t| t.contains(query)).collect();
-    let total = matching.len();
-    if sort == Sort::Pushed {
-        let mut timed = Vec::with_capacity(matching.len());
-        for t in matching {
-            let time = match Tag::parse(t) {
-                Ok(tag) => tag_pushed(s, name, &tag)?,
-                Err(_) => None,
-            };
-            timed.push((std::cmp::Reverse(time), t));
-        }
-        timed.sort();
-        matching = timed.into_iter().map(|(_, t)| t).collect();
+    let mut timed = Vec::with_capacity(tags.len());
+    for t in tags.iter() {
+        let time = match Tag::parse(t) {
+            Ok(tag) => tag_pushed(s, name, &tag)?,
+            Err(_) => None,
+        };
+        timed.push((std::cmp::Reverse(time), t.clone()));
     }
+    timed.sort();
+    Ok(Some(timed.into_iter().map(|(_, t)| t).collect()))
+}
+
+/// One page of `ordered` (a repository's tags in the order to show) that
+/// match `query` (a substring): rows `offset..offset + n`, and how many
+/// tags match. Only the page's tags are read.
+pub fn tag_page<B: Backend>(
+    s: &Storage<B>,
+    name: &RepoName,
+    ordered: &[String],
+    query: &str,
+    offset: usize,
+    n: usize,
+) -> Result<(Vec<TagRow>, usize)> {
+    let matching: Vec<&String> = ordered.iter().filter(|t| t.contains(query)).collect();
     let mut rows = Vec::new();
-    for t in matching.into_iter().skip(offset).take(n) {
+    for t in matching.iter().skip(offset).take(n) {
         if let Some(row) = tag_row(s, name, t)? {
             rows.push(row);
         }
     }
-    Ok(Some((rows, total)))
+    Ok((rows, matching.len()))
 }
 
 /// The tags of the repository that point at `d`.

@@ -58,12 +58,28 @@ const IMAGE_CONFIGS: [&str; 2] = [
 ];
 
 /// The UI's part of the registry's state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UiState {
     /// authd, when the registry trusts its tokens.
     pub authd: Option<AuthdClient>,
     gc: Mutex<GcStatus>,
     index: Mutex<Option<(Instant, Arc<Vec<RepoSummary>>)>>,
+    /// Tags of a repository by push time, reused for [`INDEX_TTL`].
+    tag_order: moka::sync::Cache<String, Arc<Vec<String>>>,
+}
+
+impl Default for UiState {
+    fn default() -> UiState {
+        UiState {
+            authd: None,
+            gc: Mutex::default(),
+            index: Mutex::default(),
+            tag_order: moka::sync::Cache::builder()
+                .max_capacity(64)
+                .time_to_live(INDEX_TTL)
+                .build(),
+        }
+    }
 }
 
 /// The last collection started from the UI, and whether one runs.
@@ -538,10 +554,30 @@ async fn repository(
     let query = param(&p, "q").trim().to_owned();
     let sort = sort_of(&p);
     let page_no = page_number(&p);
-    let (n, q2) = (name.clone(), query.clone());
+    let cached = (sort == Sort::Pushed)
+        .then(|| state.ui.tag_order.get(name.as_str()))
+        .flatten();
+    let (n, q2, ui_state) = (name.clone(), query.clone(), state.clone());
     let result = state
         .storage
-        .run(move |s| browse::tag_page(s, &n, &q2, sort, (page_no - 1) * PAGE, PAGE))
+        .run(move |s| {
+            let ordered = match (sort, cached) {
+                (Sort::Pushed, Some(o)) => o,
+                (Sort::Pushed, None) => {
+                    let Some(o) = browse::tags_by_push(s, &n)? else {
+                        return Ok(None);
+                    };
+                    let o = Arc::new(o);
+                    ui_state.ui.tag_order.insert(n.to_string(), o.clone());
+                    o
+                }
+                (Sort::Name, _) => match s.list_tags(&n)? {
+                    Some(t) => t,
+                    None => return Ok(None),
+                },
+            };
+            browse::tag_page(s, &n, &ordered, &q2, (page_no - 1) * PAGE, PAGE).map(Some)
+        })
         .await;
     let (rows, total) = match result {
         Ok(Some(x)) => x,
