@@ -8,10 +8,11 @@
 #   bench/run.sh --quick         # small sizes, a sanity run (~1-2 min)
 #   bench/run.sh --only push,pull,manifest-get
 #   bench/run.sh --only token-manifest,token-pull
+#   bench/run.sh --only ui --servers ours   # web UI first pages (issue 13)
 #   bench/run.sh --servers distribution   # one server only
 #   bench/run.sh --help          # every option
 #
-# Metrics: disk, catalog, tags-5000, tags-list, manifest-get, small-push,
+# Metrics: disk, catalog, tags-5000, ui (web UI pages, ours only), tags-list, manifest-get, small-push,
 # push, push-chunked, pull, token-manifest, token-pull (RSS idle and peak
 # are always reported).
 # Work files go to $TMPDIR/registry-bench (--workdir); the seeded catalog

@@ -63,7 +63,7 @@ pub fn app(state: AppState) -> Router {
 /// The metrics label of a request: one per family of routes.
 fn route_label(path: &str) -> &'static str {
     match path {
-        "/token" => "token",
+        "/token" | "/token/revoke" => "token",
         "/.well-known/jwks.json" => "jwks",
         "/healthz" | "/readyz" => "health",
         p if p.starts_with("/api/") => "admin",

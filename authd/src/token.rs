@@ -113,6 +113,19 @@ pub async fn redeem_refresh_token(app: &App, token: &str) -> Result<(User, Optio
     Ok((found.user, found.access_token_id))
 }
 
+/// Revokes a refresh token presented by its holder (sign-out). Unknown
+/// tokens are no error: the answer must not tell a guesser anything, and
+/// revoking twice is the same as once (RFC 7009 §2.2).
+pub async fn revoke_refresh_token(app: &App, token: &str) -> Result<(), Error> {
+    if token.is_empty() || token.len() > MAX_REFRESH_TOKEN_LEN {
+        return Ok(());
+    }
+    if let Some(user) = refresh_tokens::delete_by_hash(&app.db, &hash_refresh_token(token)).await? {
+        tracing::info!(user = %user, "refresh token revoked by its holder");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -455,6 +455,44 @@ async fn use_refresh(app: &TestApp, token: &str) -> support::Resp {
 }
 
 #[tokio::test]
+async fn the_holder_of_a_refresh_token_revokes_it() {
+    let app = with_alice().await;
+    app.add_grant("alice", "team/*", &["pull"]).await;
+    let t = refresh_token_for(&app, "alice", ALICE_PW).await;
+    let other = refresh_token_for(&app, "alice", ALICE_PW).await;
+    use_refresh(&app, &t).await.expect(200);
+    // The token is the credential: no other is needed to give it up.
+    let r = app
+        .post_form("/token/revoke", &format!("token={t}&client_id=docker"))
+        .await
+        .expect(200);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    use_refresh(&app, &t).await.expect(401);
+    // The user's other logins go on.
+    use_refresh(&app, &other).await.expect(200);
+    // Revoking again, or a token that never existed, tells nothing.
+    app.post_form("/token/revoke", &format!("token={t}"))
+        .await
+        .expect(200);
+    app.post_form("/token/revoke", "token=nonsense")
+        .await
+        .expect(200);
+    let r = app
+        .post_form("/token/revoke", "client_id=docker")
+        .await
+        .expect(400);
+    assert_eq!(r.json()["error"], "invalid_request");
+    let audit = app
+        .admin("GET", "/api/v1/audit?action=token.revoke", None)
+        .await
+        .expect(200);
+    let entries = audit.json();
+    assert_eq!(entries.as_array().map(Vec::len), Some(1), "{entries}");
+    assert_eq!(entries[0]["target"], "alice");
+    assert_eq!(entries[0]["actor"], "api:alice");
+}
+
+#[tokio::test]
 async fn refresh_token_issue_use_list_revoke() {
     let app = with_alice().await;
     app.add_grant("alice", "team/*", &["pull"]).await;

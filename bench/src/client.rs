@@ -245,6 +245,13 @@ impl RegistryClient {
     }
 
     /// GET `path` and return the JSON body and the `Link` next URL, if any.
+    /// `GET path` as text (a web UI page); an error unless 200.
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self.request(Method::GET, path).send().await?;
+        let resp = expect_status(resp, StatusCode::OK, path).await?;
+        Ok(resp.text().await?)
+    }
+
     pub async fn get_list(&self, path: &str) -> Result<(serde_json::Value, Option<String>)> {
         let resp = self.request(Method::GET, path).send().await?;
         let resp = expect_status(resp, StatusCode::OK, path).await?;

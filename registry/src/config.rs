@@ -146,6 +146,10 @@ pub struct TokenAuthConfig {
     pub jwks: Option<PathBuf>,
     /// A JWKS URL fetched at start and again on an unknown `kid`.
     pub jwks_url: Option<String>,
+    /// authd's base URL as the registry reaches it, for the web UI's
+    /// sign-in and admin pages (ours: `auth.token.authdurl`; default: the
+    /// realm without `/token`).
+    pub authd_url: String,
 }
 
 /// Default storage root when nothing is configured.
@@ -443,6 +447,7 @@ struct RawToken {
     rootcertbundle: Option<PathBuf>,
     jwks: Option<PathBuf>,
     jwksurl: Option<String>,
+    authdurl: Option<String>,
     autoredirect: Option<bool>,
     signingalgorithms: Option<Value>,
 }
@@ -889,10 +894,18 @@ fn resolve_auth(
                 (None, Some(_), _) | (None, _, Some(_)) => None,
                 (None, None, None) => Some(format!("{authd}{}", token::JWKS_PATH)),
             };
+            let realm = t
+                .realm
+                .unwrap_or_else(|| format!("{authd}{}", token::TOKEN_PATH));
+            let authd_url = t.authdurl.unwrap_or_else(|| {
+                realm
+                    .strip_suffix(token::TOKEN_PATH)
+                    .unwrap_or(authd)
+                    .to_owned()
+            });
             Ok(AuthConfig::Token(TokenAuthConfig {
-                realm: t
-                    .realm
-                    .unwrap_or_else(|| format!("{authd}{}", token::TOKEN_PATH)),
+                realm,
+                authd_url,
                 service: t.service.unwrap_or_else(|| token::DEFAULT_SERVICE.into()),
                 issuer: t.issuer.unwrap_or_else(|| token::DEFAULT_ISSUER.into()),
                 rootcertbundle: t.rootcertbundle,
@@ -1088,12 +1101,36 @@ health:
     }
 
     #[test]
+    fn the_ui_finds_authd_from_the_realm_or_its_own_key() {
+        let authd_url = |vars: &[(&str, &str)]| {
+            let mut all = vec![("REGISTRY_AUTH", "token")];
+            all.extend_from_slice(vars);
+            match Config::from_yaml("", env(&all)).unwrap().auth {
+                AuthConfig::Token(t) => t.authd_url,
+                other => panic!("token auth expected, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            authd_url(&[("REGISTRY_AUTH_TOKEN_REALM", "http://10.0.0.2:7000/token")]),
+            "http://10.0.0.2:7000"
+        );
+        assert_eq!(
+            authd_url(&[
+                ("REGISTRY_AUTH_TOKEN_REALM", "https://auth.example/token"),
+                ("REGISTRY_AUTH_TOKEN_AUTHDURL", "http://authd:5001"),
+            ]),
+            "http://authd:5001"
+        );
+    }
+
+    #[test]
     fn token_defaults_line_up_with_authd() {
         let c = Config::from_yaml("", env(&[("REGISTRY_AUTH", "token")])).unwrap();
         let AuthConfig::Token(t) = c.auth else {
             panic!("token auth expected")
         };
         assert_eq!(t.realm, "http://127.0.0.1:5001/token");
+        assert_eq!(t.authd_url, "http://127.0.0.1:5001");
         assert_eq!(t.service, token::DEFAULT_SERVICE);
         assert_eq!(t.issuer, token::DEFAULT_ISSUER);
         assert_eq!(

@@ -9,6 +9,7 @@ pub mod oci;
 pub mod routes;
 pub mod state;
 pub mod storage;
+pub mod ui;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -52,10 +53,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         }
     };
     let storage = Arc::new(storage::open(&config).context("opening the storage")?);
+    let ui = ui::UiState::new(&authenticator)?;
     Ok(AppState(Arc::new(App {
         config,
         storage,
         authenticator,
+        ui,
     })))
 }
 
@@ -125,7 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    tracing::info!("registry listening on {scheme}://{local}");
+    tracing::info!("registry listening on {scheme}://{local}, web UI at /ui/");
 
     if let Some((listener, path)) = debug {
         service::metrics::spawn_listener(listener, &path, &options);
@@ -172,6 +175,7 @@ fn spawn_maintenance(state: &AppState) {
         ));
     }
     for (what, interval, opts) in jobs {
+        let state = state.clone();
         let storage = state.storage.clone();
         tokio::spawn(async move {
             let mut ticker =
@@ -179,8 +183,17 @@ fn spawn_maintenance(state: &AppState) {
             loop {
                 ticker.tick().await;
                 let opts = opts.clone();
+                let started = std::time::SystemTime::now();
                 let result = storage.run(move |s| s.gc(&opts)).await;
                 record_gc(what, result.as_ref().ok());
+                if what == "garbage collection" {
+                    // The web UI's GC page shows the last run.
+                    let shown = result
+                        .as_ref()
+                        .map(Clone::clone)
+                        .map_err(ToString::to_string);
+                    state.ui.record_gc("the schedule", started, shown);
+                }
                 match result {
                     Ok(report) => tracing::info!(
                         "scheduled {what}: {}",

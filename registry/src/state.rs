@@ -13,6 +13,8 @@ pub struct App {
     pub config: Config,
     pub storage: Arc<Storage>,
     pub authenticator: Authenticator,
+    /// The web UI's sessions client and job status.
+    pub ui: crate::ui::UiState,
 }
 
 /// Cheap to clone; derefs to [`App`].

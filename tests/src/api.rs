@@ -126,6 +126,57 @@ impl Api {
         (resp.bytes().expect("read manifest body").to_vec(), ct)
     }
 
+    /// Pushes `data` as a blob of `repo` (POST, then PUT with the digest);
+    /// returns its digest. Panics unless the registry answers 202 and 201.
+    pub fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = crate::digest::sha256(data);
+        let path = format!("/v2/{repo}/blobs/uploads/");
+        let resp = send(self.request(reqwest::Method::POST, &path), &path);
+        assert_eq!(resp.status(), StatusCode::ACCEPTED, "POST {path}");
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("POST {path}: no Location"))
+            .to_owned();
+        let resp = send(
+            self.request(reqwest::Method::PUT, &with_digest(&location, &digest))
+                .header("Content-Type", "application/octet-stream")
+                .body(data.to_vec()),
+            "PUT blob",
+        );
+        assert_eq!(resp.status(), StatusCode::CREATED, "PUT blob into {repo}");
+        digest
+    }
+
+    /// Puts a manifest of `media_type` as `repo:reference`; returns its
+    /// digest (checked against `Docker-Content-Digest`). Panics unless 201.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> String {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let resp = send(
+            self.request(reqwest::Method::PUT, &path)
+                .header("Content-Type", media_type)
+                .body(body.to_vec()),
+            &path,
+        );
+        assert_eq!(resp.status(), StatusCode::CREATED, "PUT {path}");
+        let digest = crate::digest::sha256(body);
+        assert_eq!(
+            resp.headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok()),
+            Some(digest.as_str()),
+            "PUT {path}: Docker-Content-Digest"
+        );
+        digest
+    }
+
     /// Every repository in `/v2/_catalog`, following `Link` pages of `page`.
     pub fn catalog(&self, page: usize) -> Vec<String> {
         self.list(&format!("/v2/_catalog?n={page}"), "repositories")

@@ -14,12 +14,14 @@
 //! - [`Skopeo`], [`Podman`]: client wrappers with their own auth files.
 //! - [`fixtures`]: images made without network, htpasswd files.
 //! - [`mount::Tmpfs`]: a small filesystem for full-disk tests.
+//! - [`browser::Browser`]: headless Chromium over WebDriver, for the web UI.
 //! - [`proxy`]: a private non-loopback address and nginx in front of our
 //!   servers, for TLS with a private CA.
 
 pub mod api;
 pub mod authd;
 pub mod bins;
+pub mod browser;
 pub mod clients;
 pub mod containerd;
 pub mod digest;

@@ -153,6 +153,29 @@ pub async fn delete(db: &Db, user: &User, id: &str, actor: &str) -> Result<(), E
     Ok(())
 }
 
+/// Revokes the token with this hash, whoever holds it (the holder signing
+/// out); returns its owner's name, `None` when no such token exists.
+pub async fn delete_by_hash(db: &Db, token_hash: &[u8]) -> Result<Option<String>, Error> {
+    let mut tx = db.begin_write().await?;
+    let found: Option<(String, String)> = sqlx::query_as(
+        "SELECT t.id, u.name FROM refresh_tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.token_hash = ?",
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, user)) = found else {
+        return Ok(None);
+    };
+    sqlx::query("DELETE FROM refresh_tokens WHERE id = ?")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(&mut tx, &format!("api:{user}"), "token.revoke", &user, &id).await?;
+    tx.commit().await?;
+    Ok(Some(user))
+}
+
 /// Deletes tokens unused since `cutoff`; returns how many.
 pub async fn delete_unused_since(db: &Db, cutoff: i64) -> Result<u64, Error> {
     let done = sqlx::query("DELETE FROM refresh_tokens WHERE last_used_at < ?")

@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(no_basic_challenge));
     Router::new()
         .route(::token::TOKEN_PATH, get(token::get).post(token::post))
+        .route("/token/revoke", post(token::revoke))
         .route(::token::JWKS_PATH, get(jwks::jwks))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -38,6 +38,48 @@ pub async fn post(
     respond(handle_post(&state, client, &headers, body).await)
 }
 
+/// `POST /token/revoke` (RFC 7009): the holder of a refresh token revokes
+/// it (the web UI's sign-out). The token is the credential, so no other is
+/// needed; the answer is 200 whether the token existed or not.
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let body = body.map_err(|r| body_error(&r))?;
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !form {
+            return Err(Error::invalid_request(
+                "POST /token/revoke takes an application/x-www-form-urlencoded body",
+            ));
+        }
+        let params = Params::parse(&body);
+        let token = params
+            .first("token")
+            .ok_or_else(|| Error::invalid_request("token is required"))?;
+        issuing::revoke_refresh_token(&state, token).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let mut response = axum::http::StatusCode::OK.into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => e.into_oauth_response(),
+    }
+}
+
 /// Tokens handed out, and requests refused by why (bad credentials and
 /// throttling are the login failures and throttles an operator watches).
 static ISSUED: service::metrics::LazyCounter =

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
+        .merge(crate::ui::router())
         .fallback(|| async {
             Error::new(ErrorCode::Unsupported, "no such endpoint")
                 .with_status(StatusCode::NOT_FOUND)
@@ -76,6 +77,8 @@ async fn common_headers(State(state): State<AppState>, req: Request, next: Next)
 pub fn classify(path: &str) -> &'static str {
     if path == "/v2" || path.starts_with("/v2/") {
         "invalid"
+    } else if path == "/" || path == "/ui" || path.starts_with("/ui/") {
+        "ui"
     } else {
         "other"
     }

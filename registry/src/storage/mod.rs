@@ -26,6 +26,7 @@
 //! - Garbage collection and fsck: see `gc` and `fsck`.
 
 pub mod backend;
+pub mod browse;
 pub mod error;
 pub mod fsck;
 pub mod gc;

@@ -17,3 +17,4 @@ mod s3;
 mod skopeo;
 mod tls_proxy;
 mod token_flow;
+mod ui;

@@ -71,18 +71,9 @@ fn patch(api: &Api, location: &str, start: usize, data: &[u8]) -> Response {
         .expect("PATCH")
 }
 
-/// Pushes `data` as a blob of `repo` (POST + PUT); returns its digest.
+/// Pushes `data` as a blob of `repo`; returns its digest.
 fn push_blob(api: &Api, repo: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let location = start_upload(api, repo);
-    let resp = api
-        .request(Method::PUT, &with_digest(&location, &digest))
-        .header("Content-Type", "application/octet-stream")
-        .body(data.to_vec())
-        .send()
-        .expect("PUT blob");
-    assert_eq!(resp.status(), 201, "PUT blob");
-    digest
+    api.push_blob(repo, data)
 }
 
 /// Pushes a one-layer OCI image tagged `tag`; returns the manifest digest.
@@ -106,16 +97,12 @@ fn push_image(api: &Api, repo: &str, tag: &str) -> String {
 }
 
 fn put_manifest(api: &Api, repo: &str, reference: &str, manifest: &[u8]) -> String {
-    let resp = api
-        .request(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_vec())
-        .send()
-        .expect("PUT manifest");
-    assert_eq!(resp.status(), 201, "PUT manifest {repo}:{reference}");
-    let digest = sha256(manifest);
-    assert_eq!(header(&resp, "docker-content-digest"), digest);
-    digest
+    api.put_manifest(
+        repo,
+        reference,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest,
+    )
 }
 
 #[test]
