@@ -39,6 +39,26 @@ fn bucket_written_by_ours_is_served_by_distribution() {
     assert_serves(&dist, &skopeo, &app, &tool, out.path());
 }
 
+/// Sends `chunk` of an upload at `location` from `offset`; returns the
+/// upload's next location.
+fn patch(api: &e2e::Api, location: &str, offset: usize, chunk: Vec<u8>) -> String {
+    let patched = api
+        .request(reqwest::Method::PATCH, location)
+        .header("content-type", "application/octet-stream")
+        .header(
+            "content-range",
+            format!("{offset}-{}", offset + chunk.len() - 1),
+        )
+        .body(chunk)
+        .send()
+        .expect("PATCH the upload");
+    assert_eq!(patched.status(), StatusCode::ACCEPTED);
+    patched.headers()["location"]
+        .to_str()
+        .expect("a textual Location")
+        .to_owned()
+}
+
 #[test]
 fn two_replicas_on_one_bucket() {
     let garage = Garage::start("images");
@@ -58,20 +78,7 @@ fn two_replicas_on_one_bucket() {
         .unwrap();
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let location = started.headers()["location"].to_str().unwrap().to_owned();
-    let patched = api_a
-        .request(reqwest::Method::PATCH, &location)
-        .header("content-type", "application/octet-stream")
-        .header("content-range", format!("0-{}", first.len() - 1))
-        .body(first.clone())
-        .send()
-        .unwrap();
-    assert_eq!(
-        patched.status(),
-        StatusCode::ACCEPTED,
-        "{:?}",
-        patched.text()
-    );
-    let location = patched.headers()["location"].to_str().unwrap().to_owned();
+    let location = patch(&api_a, &location, 0, first.clone());
     // b knows where the upload stands.
     let status = api_b.get(&location);
     assert_eq!(status.status(), StatusCode::NO_CONTENT);
@@ -79,23 +86,7 @@ fn two_replicas_on_one_bucket() {
         status.headers()["range"].to_str().unwrap(),
         format!("0-{}", first.len() - 1)
     );
-    let patched = api_b
-        .request(reqwest::Method::PATCH, &location)
-        .header("content-type", "application/octet-stream")
-        .header(
-            "content-range",
-            format!("{}-{}", first.len(), whole.len() - 1),
-        )
-        .body(second)
-        .send()
-        .unwrap();
-    assert_eq!(
-        patched.status(),
-        StatusCode::ACCEPTED,
-        "{:?}",
-        patched.text()
-    );
-    let location = patched.headers()["location"].to_str().unwrap().to_owned();
+    let location = patch(&api_b, &location, first.len(), second);
     let done = api_b
         .request(
             reqwest::Method::PUT,
