@@ -48,15 +48,7 @@ pub async fn revoke(
 ) -> Response {
     let result = async {
         let body = body.map_err(|r| body_error(&r))?;
-        let form = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !form {
+        if !headers.get(header::CONTENT_TYPE).is_some_and(is_form) {
             return Err(Error::invalid_request(
                 "POST /token/revoke takes an application/x-www-form-urlencoded body",
             ));
@@ -176,20 +168,12 @@ async fn handle_post(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<TokenResponse, Error> {
     let body = body.map_err(|r| body_error(&r))?;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let form = ct
-            .to_str()
-            .ok()
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !form {
-            return Err(Error::invalid_request(
-                "POST /token takes an application/x-www-form-urlencoded body",
-            ));
-        }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE)
+        && !is_form(ct)
+    {
+        return Err(Error::invalid_request(
+            "POST /token takes an application/x-www-form-urlencoded body",
+        ));
     }
     let params = Params::parse(&body);
     check_service(state, &params)?;
@@ -315,4 +299,17 @@ async fn issue(
             Some(issuing::create_refresh_token(state, user, client_id, from).await?);
     }
     Ok(response)
+}
+
+/// Whether a `Content-Type` names a form body
+/// (`application/x-www-form-urlencoded`, parameters ignored).
+fn is_form(content_type: &HeaderValue) -> bool {
+    content_type
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
