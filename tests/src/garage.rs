@@ -197,6 +197,18 @@ impl Garage {
         c.ok()
     }
 
+    /// distribution's `storage.s3` settings that reach this node's bucket
+    /// (keys as in the YAML; `REGISTRY_STORAGE_S3_<KEY>` as variables).
+    pub fn storage_settings(&self) -> [(&'static str, String); 5] {
+        [
+            ("bucket", self.bucket.clone()),
+            ("region", REGION.to_owned()),
+            ("regionendpoint", self.endpoint.clone()),
+            ("accesskey", self.access_key.clone()),
+            ("secretkey", self.secret_key.clone()),
+        ]
+    }
+
     /// The daemon, to stop or kill it.
     pub fn daemon(&mut self) -> &mut Daemon {
         &mut self.daemon

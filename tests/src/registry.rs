@@ -122,15 +122,14 @@ impl RegistryBuilder {
     /// `storage.s3` keys, understood by both servers) instead of a directory.
     #[must_use]
     pub fn s3(mut self, garage: &crate::garage::Garage, rootdirectory: &str) -> Self {
-        self.s3 = Some(json!({
-            "bucket": garage.bucket,
-            "region": crate::garage::REGION,
-            "regionendpoint": garage.endpoint,
-            "accesskey": garage.access_key,
-            "secretkey": garage.secret_key,
-            "rootdirectory": rootdirectory,
-            "secure": false,
-        }));
+        let mut s3: serde_json::Map<String, Value> = garage
+            .storage_settings()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::String(v)))
+            .collect();
+        s3.insert("rootdirectory".into(), json!(rootdirectory));
+        s3.insert("secure".into(), json!(false));
+        self.s3 = Some(Value::Object(s3));
         self
     }
 

@@ -57,17 +57,7 @@ macro_rules! on_every_backend {
 /// backend on its bucket.
 fn garage_backend() -> (e2e::garage::Garage, super::backend::s3::S3Backend) {
     let g = e2e::garage::Garage::start("storage");
-    let config = super::backend::s3::S3Config {
-        bucket: g.bucket.clone(),
-        region: e2e::garage::REGION.into(),
-        regionendpoint: g.endpoint.clone(),
-        accesskey: g.access_key.clone(),
-        secretkey: g.secret_key.clone(),
-        rootdirectory: "/registry".into(),
-        forcepathstyle: true,
-        chunksize: super::backend::s3::MIN_CHUNK_SIZE,
-        ..super::backend::s3::S3Config::default()
-    };
+    let config = super::backend::s3::tests::config(&g, "/registry");
     let backend = super::backend::s3::S3Backend::open(&config).expect("open the bucket");
     (g, backend)
 }

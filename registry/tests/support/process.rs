@@ -80,16 +80,11 @@ impl Store {
                 "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY".into(),
                 root.display().to_string(),
             )],
-            Store::S3(g) => [
-                ("BUCKET", g.bucket.as_str()),
-                ("REGION", e2e::garage::REGION),
-                ("REGIONENDPOINT", g.endpoint.as_str()),
-                ("ACCESSKEY", g.access_key.as_str()),
-                ("SECRETKEY", g.secret_key.as_str()),
-            ]
-            .iter()
-            .map(|(k, v)| (format!("REGISTRY_STORAGE_S3_{k}"), (*v).to_owned()))
-            .collect(),
+            Store::S3(g) => g
+                .storage_settings()
+                .into_iter()
+                .map(|(k, v)| (format!("REGISTRY_STORAGE_S3_{}", k.to_uppercase()), v))
+                .collect(),
         }
     }
 

@@ -1146,7 +1146,7 @@ impl Writer for S3Writer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use bytes::Bytes;
@@ -1170,7 +1170,9 @@ mod tests {
         }
     }
 
-    fn config(g: &Garage, root: &str) -> S3Config {
+    /// A backend configuration for `g`'s bucket under `root`, with the
+    /// smallest parts (also used by the storage layer's tests).
+    pub(crate) fn config(g: &Garage, root: &str) -> S3Config {
         S3Config {
             bucket: g.bucket.clone(),
             region: REGION.into(),
