@@ -37,6 +37,10 @@ pub struct Config {
     /// Where the data lives (`storage.filesystem`, `storage.inmemory`).
     pub storage: StorageDriver,
     pub delete_enabled: bool,
+    /// Blob GETs answer `307` to a URL of the storage itself where the
+    /// driver makes them (S3: presigned); distribution's default, off with
+    /// `storage.redirect.disable`.
+    pub redirect: bool,
     pub read_only: bool,
     /// Periodic purge of abandoned uploads (distribution's uploadpurging).
     pub upload_purging: Option<UploadPurging>,
@@ -293,6 +297,13 @@ pub struct RawLog {
     pub hooks: Option<Value>,
 }
 
+/// `storage.redirect`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRedirect {
+    pub disable: bool,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawAccessLog {
@@ -306,7 +317,7 @@ pub struct RawStorage {
     pub delete: RawEnabled,
     pub maintenance: RawMaintenance,
     pub cache: Option<Value>,
-    pub redirect: Option<Value>,
+    pub redirect: RawRedirect,
     // Other drivers are recognised so that the error names them.
     pub s3: Option<Value>,
     pub azure: Option<Value>,
@@ -814,6 +825,7 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         access_log: !raw.log.accesslog.disabled,
         storage: driver,
         delete_enabled: storage.delete.enabled,
+        redirect: !storage.redirect.disable,
         read_only: storage.maintenance.readonly.enabled,
         upload_purging,
         gc_schedule,

@@ -7,7 +7,8 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, RANGE,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LOCATION,
+    RANGE,
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -16,6 +17,17 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::oci::{Digest, RepoName};
 use crate::routes::{empty_response, headers as h};
 use crate::state::AppState;
+
+/// `307` to where the storage serves the blob itself (`storage.redirect`);
+/// the client sends its `Range` there.
+fn redirect(digest: &Digest, url: &str) -> Result<Response> {
+    let location =
+        HeaderValue::from_str(url).map_err(|e| Error::internal("making a blob redirect", e))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(LOCATION, location);
+    h::set_digest(&mut headers, digest);
+    Ok(empty_response(StatusCode::TEMPORARY_REDIRECT, headers))
+}
 
 /// Bytes read from storage per chunk of a download.
 const READ_CHUNK: usize = 1024 * 1024;
@@ -39,6 +51,12 @@ pub async fn get(
         let mut resp = Response::new(Body::empty());
         set_blob_headers(resp.headers_mut(), digest, size);
         return Ok(resp);
+    }
+    if state.config.redirect {
+        let (n, d) = (name.clone(), digest.clone());
+        if let Some(url) = state.storage.run(move |s| s.blob_redirect(&n, &d)).await? {
+            return redirect(digest, &url);
+        }
     }
     // The size decides the range, the range where reading starts: both in
     // one trip to the blocking pool.

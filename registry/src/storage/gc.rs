@@ -258,31 +258,37 @@ impl Storage {
         let mut marked: HashSet<Key> = HashSet::new();
         let mut untagged: Vec<(RepoName, Digest)> = Vec::new();
 
-        // 1. Mark.
-        for name in self.list_repositories()? {
-            report.repositories += 1;
+        // 1. Mark: repositories in parallel on remote backends, each
+        // handing back what it marks.
+        let repositories = self.list_repositories()?;
+        report.repositories = repositories.len();
+        let per_repository = self.par_map(repositories, |name| {
             let revisions = self.revisions(&name)?;
-            report.manifests += revisions.len();
             let keep = if opts.delete_untagged {
                 self.reachable(&name, &revisions, opts.grace)?
             } else {
                 revisions.iter().map(|(d, _)| d.clone()).collect()
             };
-            for (d, _) in &revisions {
-                if !keep.contains(d) {
-                    untagged.push((name.clone(), d.clone()));
-                }
-            }
+            let untagged: Vec<Digest> = revisions
+                .iter()
+                .filter(|(d, _)| !keep.contains(d))
+                .map(|(d, _)| d.clone())
+                .collect();
+            let mut marks = Vec::new();
             for d in &keep {
-                marked.insert(Key::of(d));
+                marks.push(Key::of(d));
                 if let Some(m) = self.load_manifest(d)?
                     && let Some(refs) = refs_of(&m.bytes)
                 {
-                    for r in refs.all() {
-                        marked.insert(Key::of(&r));
-                    }
+                    marks.extend(refs.all().iter().map(Key::of));
                 }
             }
+            Ok((name, revisions.len(), untagged, marks))
+        })?;
+        for (name, revisions, repo_untagged, marks) in per_repository {
+            report.manifests += revisions;
+            untagged.extend(repo_untagged.into_iter().map(|d| (name.clone(), d)));
+            marked.extend(marks);
         }
         report.marked = marked.len();
 
@@ -296,27 +302,34 @@ impl Storage {
             report.manifests_deleted = untagged.len();
         } else {
             // Counted once deleted, in step 4.
-            for (name, d) in &untagged {
-                let from = paths::revision_link(name, d);
+            let set_aside = self.par_map(untagged, |(name, d)| {
+                let from = paths::revision_link(&name, &d);
                 match self.backend.rename(
                     &from,
-                    &paths::gc_trash_revision(&run.id, name, d),
+                    &paths::gc_trash_revision(&run.id, &name, &d),
                     &paths::repositories_root(),
                     Durability::Scratch,
                 ) {
                     Ok(()) => {
-                        run.revisions.insert((name.clone(), d.clone()));
+                        self.forget_revision(&name, &d);
+                        Ok(Some((name, d)))
                     }
                     // Deleted meanwhile.
-                    Err(Error::NotFound(_)) => {}
-                    Err(e) => return Err(e.context("setting a manifest aside")),
+                    Err(Error::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e.context("setting a manifest aside")),
                 }
-            }
+            })?;
+            run.revisions.extend(set_aside.into_iter().flatten());
         }
-        // Set aside while walking: nothing but the compact sets is held.
+        // The walk picks what to set aside (and notes every blob it saw, for
+        // the dangling links of step 4); the moves then run in parallel.
+        let mut present: HashSet<Key> = HashSet::new();
+        let mut unreferenced: Vec<(Digest, u64)> = Vec::new();
         self.for_each_blob(|d, meta| {
             report.blobs += 1;
-            if marked.contains(&Key::of(&d)) || !older_than(meta.modified, opts.grace) {
+            let key = Key::of(&d);
+            if marked.contains(&key) || !older_than(meta.modified, opts.grace) {
+                present.insert(key);
                 return Ok(());
             }
             if opts.dry_run {
@@ -324,24 +337,26 @@ impl Storage {
                 report.bytes_freed += meta.size;
                 return Ok(());
             }
+            unreferenced.push((d, meta.size));
+            Ok(())
+        })?;
+        drop(marked);
+        if opts.dry_run {
+            return Ok(());
+        }
+        let set_aside = self.par_map(unreferenced, |(d, size)| {
             match self.backend.rename(
                 &paths::blob_data(&d),
                 &paths::gc_trash_blob(&run.id, &d),
                 &paths::blobs_root(),
                 Durability::Scratch,
             ) {
-                Ok(()) => {
-                    run.blobs.insert(Key::of(&d), meta.size);
-                    Ok(())
-                }
-                Err(Error::NotFound(_)) => Ok(()),
+                Ok(()) => Ok(Some((Key::of(&d), size))),
+                Err(Error::NotFound(_)) => Ok(None),
                 Err(e) => Err(e.context("setting a blob aside")),
             }
         })?;
-        drop(marked);
-        if opts.dry_run {
-            return Ok(());
-        }
+        run.blobs.extend(set_aside.into_iter().flatten());
 
         // 3. Look again at what was written since the mark began.
         report.restored = self.restore_referenced(&mut run, mark_start)?;
@@ -359,7 +374,7 @@ impl Storage {
         self.backend
             .delete_prefix(&paths::gc_run_dir(&run.id), &paths::gc_root())
             .context("deleting collected content")?;
-        report.layer_links_removed = self.remove_dangling_layer_links()?;
+        report.layer_links_removed = self.remove_dangling_layer_links(&present)?;
         Ok(())
     }
 
@@ -468,14 +483,20 @@ impl Storage {
     fn restore_referenced(&self, run: &mut Run, since: SystemTime) -> Result<usize> {
         let since = since.checked_sub(MTIME_SLACK).unwrap_or(since);
         let mut restored = 0;
-        for name in self.list_repositories()? {
-            let mut work: Vec<Digest> = self
+        // What each repository links now, read in parallel on remote
+        // backends; the (rare) putting back is done one by one.
+        let linked = self.par_map(self.list_repositories()?, |name| {
+            let fresh: Vec<Digest> = self
                 .revisions(&name)?
                 .into_iter()
                 .filter(|(_, t)| *t >= since)
                 .map(|(d, _)| d)
                 .collect();
-            for d in self.tag_targets(&name)? {
+            let tagged = self.tag_targets(&name)?;
+            Ok((name, fresh, tagged))
+        })?;
+        for (name, mut work, tagged) in linked {
+            for d in tagged {
                 if run.revisions.contains(&(name.clone(), d.clone())) {
                     work.push(d);
                 }
@@ -572,18 +593,22 @@ impl Storage {
         Ok(count)
     }
 
-    /// Removes `_layers` links whose blob data is gone.
-    fn remove_dangling_layer_links(&self) -> Result<usize> {
-        let mut removed = 0;
-        for name in self.repositories_holding(&paths::repositories_root(), "_layers")? {
+    /// Removes `_layers` links whose blob data is gone. Blobs in
+    /// `present` were seen by this collection's walk and kept; any other
+    /// link's blob is looked up.
+    fn remove_dangling_layer_links(&self, present: &HashSet<Key>) -> Result<usize> {
+        let repositories = self.repositories_holding(&paths::repositories_root(), "_layers")?;
+        let removed = self.par_map(repositories, |name| {
+            let mut removed = 0;
             for d in self.digests_in(&paths::layers_dir(&name))? {
-                if !self.blob_data_exists(&d)? {
+                if !present.contains(&Key::of(&d)) && !self.blob_data_exists(&d)? {
                     self.remove_link(&paths::layer_link(&name, &d), &paths::repositories_root())?;
                     removed += 1;
                 }
             }
-        }
-        Ok(removed)
+            Ok(removed)
+        })?;
+        Ok(removed.into_iter().sum())
     }
 
     /// Deletes uploads started more than `upload_max_age` ago, and those

@@ -16,8 +16,15 @@
 //!   prefix; a delete takes emptied prefixes with it (the filesystem
 //!   removes the directories), so the catalog and tag lists never show
 //!   something empty.
-//! - Manifest bodies are cached by digest forever (content-addressed);
-//!   whether a repository holds one is read from storage every time.
+//! - Manifest bodies are cached by digest forever (content-addressed).
+//!   Whether a repository holds one is read from storage every time where
+//!   storage is local; over the network (S3) a repository's revision links
+//!   seen are remembered for [`REVISIONS_CACHE_TTL`], so that a manifest
+//!   GET by digest makes no request to the bucket after the first. This
+//!   process forgets a link as soon as it deletes it (manifest delete,
+//!   repository delete, garbage collection); a delete made through
+//!   another replica shows here within the TTL. Absence is never cached:
+//!   a push through another replica shows at once.
 //! - Tag listings are cached (see [`Storage::list_tags`]): on the
 //!   filesystem by the directory's mtime as before; on backends without
 //!   prefix times for [`TAGS_CACHE_TTL`], and dropped at once when this
@@ -79,6 +86,23 @@ pub const TAGS_CACHE_MARGIN: Duration = Duration::from_secs(2);
 /// (object stores): the delay before another replica's tag change shows.
 pub const TAGS_CACHE_TTL: Duration = Duration::from_secs(1);
 
+/// How long a blob URL given out by [`Storage::blob_redirect`] stays valid
+/// (as distribution's S3 driver): long enough for a slow client to start,
+/// short enough not to work as a lasting link.
+pub const REDIRECT_EXPIRY: Duration = Duration::from_secs(20 * 60);
+
+/// How long a repository's revision link, once read, is taken as present
+/// without asking an object store again (see the module comment).
+pub const REVISIONS_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// How many calls [`Storage::par_map`] keeps in flight on a remote backend:
+/// enough to hide round trips, few enough not to flood the server.
+const REMOTE_PARALLELISM: usize = 16;
+
+/// How many repository directories a catalog page lists ahead at once on
+/// a remote backend.
+const CATALOG_PREFETCH: usize = 64;
+
 /// Memory given to the cache of manifest bodies, in bytes.
 const MANIFEST_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -106,6 +130,9 @@ pub struct Storage {
     uploads: uploads::UploadStates,
     /// Tag listings by repository, see [`Storage::list_tags`].
     tags: moka::sync::Cache<RepoName, Arc<CachedTags>>,
+    /// Revision links known present, on remote backends only (see the
+    /// module comment).
+    revisions: Option<moka::sync::Cache<(RepoName, Digest), ()>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -119,7 +146,6 @@ impl std::fmt::Debug for Storage {
 impl Storage {
     pub fn new(backend: Arc<dyn Backend>) -> Storage {
         Storage {
-            backend,
             manifests: moka::sync::Cache::builder()
                 .max_capacity(MANIFEST_CACHE_BYTES)
                 .weigher(|_, m: &Arc<StoredManifest>| {
@@ -133,7 +159,98 @@ impl Storage {
                     u32::try_from(t.tags.len() + 1).unwrap_or(u32::MAX)
                 })
                 .build(),
+            revisions: backend.is_remote().then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(REVISIONS_CACHE_TTL)
+                    .build()
+            }),
+            backend,
         }
+    }
+
+    /// Forgets that the repository holds revision `d` (it was deleted, or
+    /// set aside by garbage collection).
+    fn forget_revision(&self, name: &RepoName, d: &Digest) {
+        if let Some(cache) = &self.revisions {
+            cache.invalidate(&(name.clone(), d.clone()));
+        }
+    }
+
+    /// `f` of every item, in the items' order. On a remote backend up to
+    /// [`REMOTE_PARALLELISM`] run at once, on threads of their own (each
+    /// waits for a round trip; GC and the catalog make thousands); on a
+    /// local one, one after the other on this thread. After an error no
+    /// further item is started, and the first error is returned.
+    fn par_map<T, R, F>(&self, items: Vec<T>, f: F) -> Result<Vec<R>>
+    where
+        T: Send,
+        R: Send,
+        F: Fn(T) -> Result<R> + Sync,
+    {
+        let workers = if self.backend.is_remote() {
+            REMOTE_PARALLELISM.min(items.len())
+        } else {
+            1
+        };
+        if workers <= 1 {
+            return items.into_iter().map(f).collect();
+        }
+        let n = items.len();
+        let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let worker = || -> Result<Vec<(usize, R)>> {
+            let mut done = Vec::new();
+            while !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                let next = queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .next();
+                let Some((i, item)) = next else { break };
+                match f(item) {
+                    Ok(r) => done.push((i, r)),
+                    Err(e) => {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(done)
+        };
+        let results: Vec<Result<Vec<(usize, R)>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(worker)).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Io("a storage worker panicked".into())))
+                })
+                .collect()
+        });
+        let mut out: Vec<Option<R>> = std::iter::repeat_with(|| None).take(n).collect();
+        for r in results {
+            for (i, v) in r? {
+                out[i] = Some(v);
+            }
+        }
+        out.into_iter()
+            .map(|v| v.ok_or_else(|| Error::Io("a storage worker lost an item".into())))
+            .collect()
+    }
+
+    /// Whether the repository holds manifest revision `d`.
+    fn has_revision(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        let key = (name.clone(), d.clone());
+        if let Some(cache) = &self.revisions
+            && cache.contains_key(&key)
+        {
+            return Ok(true);
+        }
+        let present = self.link_is(&paths::revision_link(name, d), d)?;
+        if present && let Some(cache) = &self.revisions {
+            cache.insert(key, ());
+        }
+        Ok(present)
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -204,27 +321,37 @@ impl Storage {
     /// yet in place; names that are not valid repository names are skipped.
     fn repositories_holding(&self, root: &Path, marker: &str) -> Result<Vec<RepoName>> {
         let mut out = Vec::new();
-        let mut stack = vec![(root.to_path_buf(), String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            for entry in self.backend.list(&dir).context("listing repositories")? {
-                if !entry.is_prefix || entry.name.starts_with('.') {
-                    continue;
-                }
-                if entry.name == marker {
-                    if let Ok(name) = RepoName::parse(&prefix) {
-                        out.push(name);
+        // Level by level, so that a remote backend lists a level's
+        // directories in parallel.
+        let mut level = vec![(root.to_path_buf(), String::new())];
+        while !level.is_empty() {
+            let listed = self.par_map(level, |(dir, prefix)| {
+                let entries = self.backend.list(&dir).context("listing repositories")?;
+                Ok((dir, prefix, entries))
+            })?;
+            let mut next = Vec::new();
+            for (dir, prefix, entries) in listed {
+                for entry in entries {
+                    if !entry.is_prefix || entry.name.starts_with('.') {
+                        continue;
                     }
-                } else if !entry.name.starts_with('_') {
-                    let name = if prefix.is_empty() {
-                        entry.name.clone()
-                    } else {
-                        format!("{prefix}/{}", entry.name)
-                    };
-                    if name.len() <= token::name::MAX_REPOSITORY_LEN {
-                        stack.push((dir.join(&entry.name), name));
+                    if entry.name == marker {
+                        if let Ok(name) = RepoName::parse(&prefix) {
+                            out.push(name);
+                        }
+                    } else if !entry.name.starts_with('_') {
+                        let name = if prefix.is_empty() {
+                            entry.name.clone()
+                        } else {
+                            format!("{prefix}/{}", entry.name)
+                        };
+                        if name.len() <= token::name::MAX_REPOSITORY_LEN {
+                            next.push((dir.join(&entry.name), name));
+                        }
                     }
                 }
             }
+            level = next;
         }
         Ok(out)
     }
@@ -246,17 +373,29 @@ impl Storage {
         let mut out = Vec::new();
         let limit = n.map_or(usize::MAX, |n| n.saturating_add(1));
         if limit > 0 {
-            self.catalog_walk(&paths::repositories_root(), "", last, limit, keep, &mut out)?;
+            let root = paths::repositories_root();
+            let entries = self.backend.list(&root).context("listing repositories")?;
+            self.catalog_walk(&root, "", entries, last, limit, keep, &mut out)?;
         }
         let more = n.is_some_and(|n| out.len() > n);
         out.truncate(n.unwrap_or(usize::MAX));
         Ok((out, more))
     }
 
+    /// The catalog below `dir` (whose listing is `entries`), in lexical
+    /// order, appended to `out` until it holds `limit` names.
+    ///
+    /// One listing of a child directory tells both whether it is a
+    /// repository (it holds `_manifests`) and what is nested in it. On a
+    /// remote backend the listings the walk will need next are fetched
+    /// [`CATALOG_PREFETCH`] at a time in parallel, so a page costs a few
+    /// round trips rather than one per repository.
+    #[allow(clippy::too_many_arguments)]
     fn catalog_walk(
         &self,
         dir: &Path,
         prefix: &str,
+        entries: Vec<backend::Entry>,
         last: Option<&str>,
         limit: usize,
         keep: &dyn Fn(&str) -> bool,
@@ -265,7 +404,7 @@ impl Storage {
         // Each child appears twice: as the repository it may be (`name`)
         // and as the parent of nested ones (`name/`).
         let mut keys: Vec<(String, bool)> = Vec::new();
-        for entry in self.backend.list(dir).context("listing repositories")? {
+        for entry in entries {
             if !entry.is_prefix || entry.name.starts_with(['.', '_']) {
                 continue;
             }
@@ -281,31 +420,61 @@ impl Storage {
             keys.push((name, false));
         }
         keys.sort_unstable();
-        for (key, is_subtree) in keys {
+        keys.dedup();
+        let wanted = |(key, is_subtree): &(String, bool)| match last {
+            None => true,
+            // Every name below `key/` starts with it: all of them come
+            // before `last` when `last` is past it without starting with it.
+            Some(l) if *is_subtree => l <= key.as_str() || l.starts_with(key.as_str()),
+            Some(l) => key.as_str() > l,
+        };
+        let child_of = |key: &str| {
+            let name = key.trim_end_matches('/');
+            name[name.rfind('/').map_or(0, |i| i + 1)..].to_owned()
+        };
+        let batch = if self.backend.is_remote() {
+            CATALOG_PREFETCH
+        } else {
+            1
+        };
+        let mut listings: std::collections::HashMap<String, Vec<backend::Entry>> =
+            std::collections::HashMap::new();
+        for (i, (key, is_subtree)) in keys.iter().enumerate() {
             if out.len() >= limit {
                 break;
             }
-            if is_subtree {
-                // Every name below starts with `key`; all of them come before
-                // `last` when `last` is past `key` without starting with it.
-                if last.is_some_and(|l| l > key.as_str() && !l.starts_with(&key)) {
-                    continue;
+            if !wanted(&keys[i]) {
+                continue;
+            }
+            let child = child_of(key);
+            if !listings.contains_key(&child) {
+                let mut ahead: Vec<String> = Vec::new();
+                for k in keys[i..].iter().filter(|k| wanted(k)) {
+                    if ahead.len() >= batch {
+                        break;
+                    }
+                    let c = child_of(&k.0);
+                    if !listings.contains_key(&c) && !ahead.contains(&c) {
+                        ahead.push(c);
+                    }
                 }
-                let name = &key[..key.len() - 1];
-                let sub = dir.join(&name[name.rfind('/').map_or(0, |i| i + 1)..]);
-                self.catalog_walk(&sub, name, last, limit, keep, out)?;
+                let fetched = self.par_map(ahead.clone(), |c| {
+                    self.backend
+                        .list(&dir.join(&c))
+                        .context("listing repositories")
+                })?;
+                listings.extend(ahead.into_iter().zip(fetched));
+            }
+            if *is_subtree {
+                let entries = listings.remove(&child).unwrap_or_default();
+                let name = key.trim_end_matches('/');
+                self.catalog_walk(&dir.join(&child), name, entries, last, limit, keep, out)?;
             } else {
-                if last.is_some_and(|l| key.as_str() <= l) {
-                    continue;
-                }
-                let child = &key[key.rfind('/').map_or(0, |i| i + 1)..];
-                let is_repo = self
-                    .backend
-                    .stat_prefix(&dir.join(child).join("_manifests"))
-                    .context("reading a repository")?
-                    .is_some();
-                if is_repo && keep(&key) {
-                    out.push(key);
+                let is_repo = listings
+                    .get(&child)
+                    .is_some_and(|e| e.iter().any(|e| e.is_prefix && e.name == "_manifests"));
+                if is_repo && keep(key) {
+                    out.push(key.clone());
                 }
             }
         }
@@ -380,6 +549,21 @@ impl Storage {
             .is_some())
     }
 
+    /// Where the client can fetch blob `d` of the repository itself
+    /// (`storage.redirect`): a URL valid for [`REDIRECT_EXPIRY`] when the
+    /// backend makes them (S3) and the repository holds the blob; `None`
+    /// otherwise, and the registry serves the bytes (or the 404).
+    pub fn blob_redirect(&self, name: &RepoName, d: &Digest) -> Result<Option<String>> {
+        let Some(url) = self
+            .backend
+            .presigned_get(&paths::blob_data(d), REDIRECT_EXPIRY)
+            .context("signing a blob URL")?
+        else {
+            return Ok(None);
+        };
+        Ok(self.stat_blob(name, d)?.map(|_| url))
+    }
+
     /// Links an existing blob into a repository (upload completion, mount).
     pub fn link_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
         let link = paths::layer_link(name, d);
@@ -450,6 +634,7 @@ impl Storage {
             }
             if !had_revision {
                 self.remove_link(&revision, &paths::revisions_dir(name))?;
+                self.forget_revision(name, digest);
             }
             return Err(e);
         }
@@ -529,9 +714,7 @@ impl Storage {
             },
             Reference::Digest(d) => d.clone(),
         };
-        Ok(self
-            .link_is(&paths::revision_link(name, &digest), &digest)?
-            .then_some(digest))
+        Ok(self.has_revision(name, &digest)?.then_some(digest))
     }
 
     /// The manifest a reference names in the repository.
@@ -593,6 +776,7 @@ impl Storage {
             self.remove_link(&referrer, &paths::repositories_root())?;
         }
         self.remove_link(&link, &paths::repositories_root())?;
+        self.forget_revision(name, d);
         Ok(true)
     }
 
@@ -621,6 +805,9 @@ impl Storage {
                 .context("deleting a repository")?;
         }
         self.tags.invalidate(name);
+        if let Some(cache) = &self.revisions {
+            cache.invalidate_all();
+        }
         Ok(existed)
     }
 

@@ -3,20 +3,23 @@
 //! one backend stand for two replicas (or a restart): nothing but the
 //! backend is shared between them.
 
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
 
-use super::backend::Backend;
 use super::backend::fs::FsBackend;
 use super::backend::memory::MemoryBackend;
+use super::backend::{Backend, Durability, Entry, Meta, PrefixMeta, WriteMode, Writer};
 use super::gc::GcOptions;
 use super::upload_limits::UploadOwner;
 use super::{Error, Storage, TAGS_CACHE_TTL};
 use crate::config::UploadLimits;
-use crate::oci::{Digest, Manifest, RepoName, Tag};
+use crate::oci::{Digest, Manifest, Reference, RepoName, Tag};
 
 /// Runs each test on the filesystem, in-memory and S3 (Garage) backends.
 macro_rules! on_every_backend {
@@ -67,6 +70,7 @@ on_every_backend!(
     push_list_and_delete,
     gc_collects_only_the_unreferenced_and_takes_the_lease,
     another_replicas_tags_show_within_the_ttl,
+    a_manifest_by_digest_is_served_from_memory_on_remote_storage,
 );
 
 fn replica(backend: &Arc<dyn Backend>) -> Arc<Storage> {
@@ -232,4 +236,133 @@ async fn another_replicas_tags_show_within_the_ttl(backend: Arc<dyn Backend>) {
     push_image(&b, &name, "two", b"2").await;
     tokio::time::sleep(TAGS_CACHE_TTL + Duration::from_millis(100)).await;
     assert_eq!(*a.list_tags(&name).unwrap().unwrap(), ["one", "two"]);
+}
+
+/// A backend that counts the calls made to it, and says it is remote so
+/// that `Storage` caches as it does over S3.
+#[derive(Debug)]
+struct Counted {
+    inner: Arc<dyn Backend>,
+    calls: AtomicUsize,
+}
+
+impl Counted {
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Backend for Counted {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn is_remote(&self) -> bool {
+        true
+    }
+    fn get(&self, path: &Path) -> super::Result<Option<Bytes>> {
+        self.count();
+        self.inner.get(path)
+    }
+    fn read_from(
+        &self,
+        path: &Path,
+        offset: u64,
+    ) -> super::Result<Option<(Box<dyn Read + Send>, u64)>> {
+        self.count();
+        self.inner.read_from(path, offset)
+    }
+    fn stat(&self, path: &Path) -> super::Result<Option<Meta>> {
+        self.count();
+        self.inner.stat(path)
+    }
+    fn stat_prefix(&self, prefix: &Path) -> super::Result<Option<PrefixMeta>> {
+        self.count();
+        self.inner.stat_prefix(prefix)
+    }
+    fn list(&self, prefix: &Path) -> super::Result<Vec<Entry>> {
+        self.count();
+        self.inner.list(prefix)
+    }
+    fn walk(
+        &self,
+        prefix: &Path,
+        f: &mut dyn FnMut(&Path, Meta) -> super::Result<()>,
+    ) -> super::Result<()> {
+        self.count();
+        self.inner.walk(prefix, f)
+    }
+    fn put(&self, path: &Path, data: &[u8], durability: Durability) -> super::Result<()> {
+        self.count();
+        self.inner.put(path, data, durability)
+    }
+    fn put_new(&self, path: &Path, data: &[u8]) -> super::Result<bool> {
+        self.count();
+        self.inner.put_new(path, data)
+    }
+    fn writer(&self, path: &Path, mode: WriteMode) -> super::Result<Box<dyn Writer>> {
+        self.count();
+        self.inner.writer(path, mode)
+    }
+    fn delete(&self, path: &Path, stop: &Path) -> super::Result<bool> {
+        self.count();
+        self.inner.delete(path, stop)
+    }
+    fn delete_prefix(&self, prefix: &Path, stop: &Path) -> super::Result<bool> {
+        self.count();
+        self.inner.delete_prefix(prefix, stop)
+    }
+    fn rename(
+        &self,
+        from: &Path,
+        to: &Path,
+        stop: &Path,
+        durability: Durability,
+    ) -> super::Result<()> {
+        self.count();
+        self.inner.rename(from, to, stop, durability)
+    }
+}
+
+async fn a_manifest_by_digest_is_served_from_memory_on_remote_storage(backend: Arc<dyn Backend>) {
+    let counted = Arc::new(Counted {
+        inner: backend.clone(),
+        calls: AtomicUsize::new(0),
+    });
+    let a = Arc::new(Storage::new(counted.clone()));
+    let b = replica(&backend);
+    let name = repo("cached/app");
+    let by_digest = |d: &Digest| Reference::Digest(d.clone());
+    let d = push_image(&b, &name, "v1", b"one").await;
+    assert!(a.get_manifest(&name, &by_digest(&d)).unwrap().is_some());
+    let before = counted.calls.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(a.get_manifest(&name, &by_digest(&d)).unwrap().is_some());
+    }
+    assert_eq!(
+        counted.calls.load(Ordering::SeqCst),
+        before,
+        "a manifest GET by digest after the first touches storage"
+    );
+    // Absence is never cached: another replica's push shows at once.
+    let d2 = Digest::sha256_of(&image(
+        &Digest::sha256_of(b"{}"),
+        2,
+        &Digest::sha256_of(b"two"),
+        3,
+    ));
+    assert!(a.get_manifest(&name, &by_digest(&d2)).unwrap().is_none());
+    assert_eq!(push_image(&b, &name, "v2", b"two").await, d2);
+    assert!(a.get_manifest(&name, &by_digest(&d2)).unwrap().is_some());
+    // This replica's own deletes show at once.
+    assert!(a.delete_manifest(&name, &d2).unwrap());
+    assert!(a.get_manifest(&name, &by_digest(&d2)).unwrap().is_none());
+    assert!(a.delete_tag(&name, &Tag::parse("v1").unwrap()).unwrap());
+    let untagged = super::gc::GcOptions {
+        grace: Duration::ZERO,
+        delete_untagged: true,
+        ..super::gc::GcOptions::default()
+    };
+    let report = a.run(move |s| s.gc(&untagged)).await.unwrap();
+    assert_eq!(report.manifests_deleted, 1, "{report}");
+    assert!(a.get_manifest(&name, &by_digest(&d)).unwrap().is_none());
 }

@@ -48,7 +48,7 @@ pub mod suite;
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -112,6 +112,13 @@ pub enum WriteMode {
 pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The driver's name, for logs and messages (`filesystem`, `inmemory`).
     fn name(&self) -> &'static str;
+
+    /// Whether every call is a network round trip (object stores), so that
+    /// the logical layer keeps what it safely can in memory (see
+    /// `Storage`); `false` where calls are local and cheap.
+    fn is_remote(&self) -> bool {
+        false
+    }
 
     // ----- reads -----
 
@@ -180,6 +187,16 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// two different contents; what they must handle is a source that
     /// still exists after the move (see `gc`, `fsck`).
     fn rename(&self, from: &Path, to: &Path, stop: &Path, durability: Durability) -> Result<()>;
+
+    // ----- direct access -----
+
+    /// A URL through which a client can GET the object at `path` itself,
+    /// valid for `expires`, where the medium offers one (S3: a presigned
+    /// URL, made locally without a request); `None` where it does not
+    /// (the filesystem). Whether the object exists is not checked.
+    fn presigned_get(&self, _path: &Path, _expires: Duration) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// A resumable writer: the data of a blob upload, written across requests

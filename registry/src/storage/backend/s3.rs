@@ -196,6 +196,7 @@ impl S3Backend {
                 &config.region
             })
             .with_virtual_hosted_style_request(!config.forcepathstyle)
+            .with_unsigned_payload(payload_protected_in_transit(endpoint.as_deref()))
             .with_conditional_put(S3ConditionalPut::ETagMatch)
             .with_retry(RetryConfig {
                 max_retries: 3,
@@ -477,6 +478,10 @@ impl Backend for S3Backend {
         "s3"
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn get(&self, path: &Path) -> Result<Option<Bytes>> {
         let key = self.key_of(path);
         self.block_on(Self::fetch(&self.store, &key))
@@ -753,6 +758,13 @@ impl Backend for S3Backend {
         })
     }
 
+    fn presigned_get(&self, path: &Path, expires: Duration) -> Result<Option<String>> {
+        let key = self.key_of(path);
+        self.block_on(self.store.signed_url(http::Method::GET, &key, expires))
+            .map(|u| Some(u.to_string()))
+            .map_err(|e| map_err(e, key.as_ref()))
+    }
+
     fn rename(&self, from: &Path, to: &Path, _stop: &Path, _: Durability) -> Result<()> {
         let (src, dst) = (self.key_of(from), self.key_of(to));
         self.block_on(async {
@@ -769,14 +781,29 @@ impl Backend for S3Backend {
     }
 }
 
-impl S3Backend {
-    /// A presigned URL for a GET of the object at `path`, valid for
-    /// `expires` (`storage.redirect`).
-    pub fn presigned_get(&self, path: &Path, expires: Duration) -> Result<String> {
-        let key = self.key_of(path);
-        self.block_on(self.store.signed_url(http::Method::GET, &key, expires))
-            .map(|u| u.to_string())
-            .map_err(|e| map_err(e, key.as_ref()))
+/// Whether request bodies reach the endpoint unaltered without a SigV4
+/// payload hash: over https (TLS protects them), or over plain http to
+/// this machine. Signing a payload hashes every byte of every part a
+/// second time (the digest check is the first), which costs a quarter of
+/// the push rate on a 2-core machine; over http to another host the
+/// signature is what keeps the bytes from being altered on the way, so it
+/// stays.
+fn payload_protected_in_transit(endpoint: Option<&str>) -> bool {
+    let Some(endpoint) = endpoint else {
+        return true; // Amazon S3: https
+    };
+    let Ok(uri) = endpoint.parse::<http::Uri>() else {
+        return false;
+    };
+    match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => uri.host().is_some_and(|h| {
+            h.eq_ignore_ascii_case("localhost")
+                || h.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }),
+        _ => false,
     }
 }
 
@@ -1230,6 +1257,19 @@ pub(crate) mod tests {
         assert!(got[..part.len()].iter().all(|&b| b == 1));
         // Nothing of the upload is left in the bucket.
         assert!(f.backend.list(Path::new("t/_uploads")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn payloads_are_signed_unless_tls_or_loopback_protects_them() {
+        use super::payload_protected_in_transit as unsigned;
+        assert!(unsigned(None));
+        assert!(unsigned(Some("https://s3.example.net")));
+        assert!(unsigned(Some("http://127.0.0.1:3900")));
+        assert!(unsigned(Some("http://[::1]:3900")));
+        assert!(unsigned(Some("http://localhost:3900")));
+        assert!(!unsigned(Some("http://garage:3900")));
+        assert!(!unsigned(Some("http://10.0.0.5:3900")));
+        assert!(!unsigned(Some("not a url")));
     }
 
     #[test]
