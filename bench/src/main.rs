@@ -10,8 +10,10 @@
 
 mod client;
 mod data;
+mod gc;
 mod mixed;
 mod report;
+mod s3;
 mod sys;
 mod token;
 
@@ -38,6 +40,7 @@ const METRICS: &[&str] = &[
     "push",
     "push-chunked",
     "pull",
+    "gc",
     "token-manifest",
     "token-pull",
 ];
@@ -50,7 +53,7 @@ struct Args {
     quick: bool,
     /// Comma-separated metrics to run (default all): disk, catalog,
     /// tags-5000, ui, tags-list, manifest-get, small-push, push, push-chunked, pull,
-    /// token-manifest, token-pull. RSS is always reported.
+    /// gc, token-manifest, token-pull. RSS is always reported.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Which servers: ours, distribution (default both).
@@ -96,6 +99,9 @@ struct Args {
     /// Tags in the large tag list.
     #[arg(long)]
     tags: Option<usize>,
+    /// Blobs in the GC data set (default 10,000; 2,000 with --quick).
+    #[arg(long)]
+    gc_blobs: Option<usize>,
     /// Timed repetitions of the catalog and tag-list requests (median).
     #[arg(long, default_value_t = 5)]
     list_reps: usize,
@@ -109,14 +115,25 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Both servers store in one Garage (S3) started for the run, each under
-    /// its own root prefix, instead of a directory; only the metrics that
-    /// need no seeded data: small-push, push, push-chunked, pull.
+    /// its own root prefix, instead of a directory, and the seeded data sets
+    /// are uploaded into it. Every metric but disk and
+    /// the token rows.
     #[arg(long)]
     s3: bool,
 }
 
 /// The metrics `--s3` can measure (the others seed files on disk).
-const S3_METRICS: &[&str] = &["small-push", "push", "push-chunked", "pull"];
+const S3_METRICS: &[&str] = &[
+    "catalog",
+    "tags-5000",
+    "tags-list",
+    "manifest-get",
+    "small-push",
+    "push",
+    "push-chunked",
+    "pull",
+    "gc",
+];
 
 /// Resolved sizes.
 struct Plan {
@@ -126,6 +143,7 @@ struct Plan {
     wrk_duration: Duration,
     small_images: usize,
     seed: SeedSpec,
+    gc: gc::GcSpec,
 }
 
 impl Args {
@@ -140,6 +158,13 @@ impl Args {
             seed: SeedSpec {
                 repos: self.repos.unwrap_or(if q { 1_000 } else { 10_000 }),
                 tags: self.tags.unwrap_or(if q { 500 } else { 5_000 }),
+            },
+            gc: {
+                let blobs = self.gc_blobs.unwrap_or(if q { 2_000 } else { 10_000 });
+                gc::GcSpec {
+                    blobs,
+                    manifests: (blobs / 5).max(1),
+                }
             },
         }
     }
@@ -246,7 +271,19 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
         eprintln!("bench: starting Garage (S3) for both servers");
         e2e::garage::Garage::start("bench")
     });
-    let servers = start_servers(args, seed_root.as_deref(), run_dir, garage.as_ref())?;
+    // On S3 each server's root prefix gets its own copy of the seeded data.
+    if let (Some(g), Some(seed)) = (&garage, &seed_root) {
+        for name in &args.servers {
+            let n = s3::upload_tree(g, &seed.join("data"), name).await?;
+            eprintln!("bench: seeded data uploaded for {name}: {n} objects");
+        }
+    }
+    let on_disk = if garage.is_some() {
+        None
+    } else {
+        seed_root.as_deref()
+    };
+    let servers = start_servers(args, on_disk, run_dir, garage.as_ref())?;
     ensure!(!servers.is_empty(), "no server to measure");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = Row::new("RSS idle", Unit::Bytes, Better::Lower, Some(1.0)).with_note(
@@ -322,6 +359,13 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
     }
     if args.wants("push") || args.wants("push-chunked") || args.wants("pull") {
         rows.extend(blobs(&servers, plan, args, run_dir, fsync_rate.map(|(r, _)| r)).await?);
+    }
+    if args.wants("gc") {
+        let ours_bin = args
+            .ours_bin
+            .clone()
+            .unwrap_or_else(|| e2e::bins::workspace_bin("registry"));
+        rows.extend(gc::rows(plan.gc, &ours_bin, run_dir, garage.as_ref()).await?);
     }
     let engine = match &garage {
         Some(g) if args.wants("push") || args.wants("pull") => {
