@@ -254,6 +254,7 @@ impl Storage {
     }
 
     fn collect(&self, opts: &GcOptions, report: &mut GcReport) -> Result<()> {
+        let started = Instant::now();
         let mark_start = SystemTime::now();
         let mut marked: HashSet<Key> = HashSet::new();
         let mut untagged: Vec<(RepoName, Digest)> = Vec::new();
@@ -291,6 +292,7 @@ impl Storage {
             marked.extend(marks);
         }
         report.marked = marked.len();
+        tracing::info!(elapsed = ?started.elapsed(), marked = report.marked, "gc: marked");
 
         // 2. Set aside (or, on a dry run, only count).
         let mut run = Run {
@@ -358,8 +360,10 @@ impl Storage {
         })?;
         run.blobs.extend(set_aside.into_iter().flatten());
 
+        tracing::info!(elapsed = ?started.elapsed(), blobs = run.blobs.len(), "gc: set aside");
         // 3. Look again at what was written since the mark began.
         report.restored = self.restore_referenced(&mut run, mark_start)?;
+        tracing::info!(elapsed = ?started.elapsed(), restored = report.restored, "gc: looked again");
 
         // 4. Delete.
         report.manifests_deleted = run.revisions.len();
@@ -374,24 +378,46 @@ impl Storage {
         self.backend
             .delete_prefix(&paths::gc_run_dir(&run.id), &paths::gc_root())
             .context("deleting collected content")?;
+        tracing::info!(elapsed = ?started.elapsed(), "gc: deleted");
         report.layer_links_removed = self.remove_dangling_layer_links(&present)?;
+        tracing::info!(elapsed = ?started.elapsed(), links = report.layer_links_removed, "gc: dangling links removed");
         Ok(())
     }
 
-    /// Revisions of a repository with the time their link was written.
+    /// Revisions of a repository with the time their link was written:
+    /// one walk of its revisions (one paged listing on object stores). A
+    /// link counts by its place, whatever it holds: a damaged one keeps
+    /// its manifest, which errs on the side of keeping.
     fn revisions(&self, name: &RepoName) -> Result<Vec<(Digest, SystemTime)>> {
+        self.links_under(&paths::revisions_dir(name), |d| {
+            paths::revision_link(name, d)
+        })
+    }
+
+    /// The links `<alg>/<hex>/link` under `dir` that lie where `place`
+    /// puts the link of their digest, with their times.
+    fn links_under(
+        &self,
+        dir: &Path,
+        place: impl Fn(&Digest) -> std::path::PathBuf,
+    ) -> Result<Vec<(Digest, SystemTime)>> {
         let mut out = Vec::new();
-        for d in self.digests_in(&paths::revisions_dir(name))? {
-            let link = paths::revision_link(name, &d);
-            if let Some(meta) = self
-                .backend
-                .stat(&link)
-                .context("reading a manifest link")?
-                && self.link_is(&link, &d)?
-            {
-                out.push((d, meta.modified));
-            }
-        }
+        self.backend
+            .walk(dir, &mut |path, meta| {
+                let mut parts = path.iter().filter_map(|p| p.to_str());
+                let (Some(alg), Some(hex), Some("link"), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Ok(());
+                };
+                if let Ok(d) = Digest::parse(&format!("{alg}:{hex}"))
+                    && place(&d).ends_with(path)
+                {
+                    out.push((d, meta.modified));
+                }
+                Ok(())
+            })
+            .context("listing links")?;
         Ok(out)
     }
 
@@ -492,7 +518,13 @@ impl Storage {
                 .filter(|(_, t)| *t >= since)
                 .map(|(d, _)| d)
                 .collect();
-            let tagged = self.tag_targets(&name)?;
+            // Tags matter only to put back revisions set aside (untagged
+            // manifests), which not every collection does.
+            let tagged = if run.revisions.is_empty() {
+                Vec::new()
+            } else {
+                self.tag_targets(&name)?
+            };
             Ok((name, fresh, tagged))
         })?;
         for (name, mut work, tagged) in linked {
@@ -595,15 +627,28 @@ impl Storage {
 
     /// Removes `_layers` links whose blob data is gone. Blobs in
     /// `present` were seen by this collection's walk and kept; any other
-    /// link's blob is looked up.
+    /// link's blob is looked up — also one this collection deleted, since
+    /// a push may have uploaded it again meanwhile.
     fn remove_dangling_layer_links(&self, present: &HashSet<Key>) -> Result<usize> {
         let repositories = self.repositories_holding(&paths::repositories_root(), "_layers")?;
         let removed = self.par_map(repositories, |name| {
             let mut removed = 0;
-            for d in self.digests_in(&paths::layers_dir(&name))? {
+            let links =
+                self.links_under(&paths::layers_dir(&name), |d| paths::layer_link(&name, d))?;
+            for (d, _) in links {
                 if !present.contains(&Key::of(&d)) && !self.blob_data_exists(&d)? {
-                    self.remove_link(&paths::layer_link(&name, &d), &paths::repositories_root())?;
-                    removed += 1;
+                    let link = paths::layer_link(&name, &d);
+                    self.remove_link(&link, &paths::repositories_root())?;
+                    // A push may have uploaded the blob again between the
+                    // look and the removal, found its link still there and
+                    // not written it: look again, and put the link back if
+                    // the data is there. (A push that uploads after this
+                    // look finds the link gone and writes it itself.)
+                    if self.blob_data_exists(&d)? {
+                        self.write_link(&link, &d)?;
+                    } else {
+                        removed += 1;
+                    }
                 }
             }
             Ok(removed)
