@@ -31,7 +31,7 @@ async fn kill_9_midway_loses_nothing_acknowledged_on_s3() {
 }
 
 async fn kill_9_midway(store: &Store, logs: &std::path::Path) {
-    let mut server = store.serve(&logs.join("first.log"));
+    let mut server = store.serve(&logs.join("first.log"), &[]);
     let client = Client::new(&server.url);
 
     // A chunked upload in progress when the crash comes.
@@ -103,7 +103,7 @@ async fn kill_9_midway(store: &Store, logs: &std::path::Path) {
     );
 
     // Restart on the same storage.
-    let server = store.serve(&logs.join("second.log"));
+    let server = store.serve(&logs.join("second.log"), &[]);
     let client = Client::new(&server.url);
     for (repo, tag, image, _) in &acknowledged {
         let digest = client

@@ -1,7 +1,7 @@
 //! Online garbage collection: pushes, pulls and deletes run while `registry
-//! gc` runs again and again in another process. Afterwards every tagged
-//! image pulls with correct digests, blobs of deleted images are gone, and
-//! fsck finds nothing wrong.
+//! gc` runs again and again in another process, on the filesystem and on S3
+//! (a real Garage). Afterwards every tagged image pulls with correct
+//! digests, blobs of deleted images are gone, and fsck finds nothing wrong.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -12,14 +12,39 @@ use std::time::{Duration, Instant, SystemTime};
 use e2e::fixtures::random_bytes;
 use registry::oci::Digest;
 use support::blob_data_path;
-use support::process::{Client, Image, Server, registry_cmd};
+use support::process::{Client, Image, Store, run_registry};
+
+/// Content younger than this is kept by the collections that run during
+/// the pushes (a push's blobs wait at most this long for its manifest).
+const GRACE: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_runs_while_pushes_pulls_and_deletes_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
-    let server = Server::start(&root, &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")]);
+    gc_while_serving(Store::Dir(root), dir.path(), Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_runs_while_pushes_pulls_and_deletes_go_on_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = tokio::task::block_in_place(|| e2e::garage::Garage::start("collected"));
+    gc_while_serving(
+        Store::S3(Box::new(garage)),
+        dir.path(),
+        Duration::from_secs(8),
+    )
+    .await;
+}
+
+/// Collectable content, concurrent pushes (some referencing it), pulls and
+/// collections every `GRACE`, for `duration`.
+async fn gc_while_serving(store: Store, logs: &std::path::Path, duration: Duration) {
+    let server = store.serve(
+        &logs.join("serve.log"),
+        &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
+    );
     let client = Client::new(&server.url);
     let base = random_bytes(100_000);
 
@@ -68,20 +93,26 @@ async fn gc_runs_while_pushes_pulls_and_deletes_go_on() {
                 .push_blob(&format!("live/p{p}"), &blob, false)
                 .await
                 .unwrap();
-            std::fs::File::options()
-                .write(true)
-                .open(blob_data_path(&root, &Digest::sha256_of(&blob)))
-                .unwrap()
-                .set_modified(SystemTime::now() - Duration::from_secs(7200))
-                .unwrap();
+            if let Store::Dir(root) = &store {
+                std::fs::File::options()
+                    .write(true)
+                    .open(blob_data_path(root, &Digest::sha256_of(&blob)))
+                    .unwrap()
+                    .set_modified(SystemTime::now() - Duration::from_secs(7200))
+                    .unwrap();
+            }
             list.push(blob);
         }
         olds.push(list);
     }
+    if let Store::S3(_) = &store {
+        // S3 keeps its own LastModified: let the olds age past the grace.
+        tokio::time::sleep(GRACE + Duration::from_millis(500)).await;
+    }
     let acknowledged = Arc::new(Mutex::new(kept.clone()));
     let retried = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Instant::now() + Duration::from_secs(5);
+    let stop = Instant::now() + duration;
     let mut tasks = Vec::new();
     for p in 0..4u64 {
         let (client, acknowledged, errors, base, olds, retried) = (
@@ -155,11 +186,12 @@ async fn gc_runs_while_pushes_pulls_and_deletes_go_on() {
             }
         }));
     }
-    let gc_root = root.clone();
+    let envs = store.envs();
     let gc = tokio::task::spawn_blocking(move || {
         let mut runs = 0;
+        let grace = format!("{}s", GRACE.as_secs());
         while Instant::now() < stop {
-            let out = registry_cmd(&gc_root, &["gc", "--grace", "1s"]);
+            let out = run_registry(&envs, &["gc", "--grace", &grace]);
             assert!(
                 out.status.success(),
                 "gc: {}",
@@ -183,7 +215,7 @@ async fn gc_runs_while_pushes_pulls_and_deletes_go_on() {
     );
 
     // A last collection with everything quiet.
-    let out = registry_cmd(&root, &["gc", "--grace", "0s"]);
+    let out = store.cmd(&["gc", "--grace", "0s"]);
     assert!(out.status.success());
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(
@@ -200,11 +232,11 @@ async fn gc_runs_while_pushes_pulls_and_deletes_go_on() {
     }
     for d in &doomed_blobs {
         assert!(
-            !blob_data_path(&root, d).exists(),
+            !tokio::task::block_in_place(|| store.blob_exists(d)),
             "blob {d} of a deleted image was not collected"
         );
     }
-    let out = registry_cmd(&root, &["fsck"]);
+    let out = store.cmd(&["fsck"]);
     assert!(
         out.status.success(),
         "fsck: {}",

@@ -55,16 +55,6 @@ impl Server {
     }
 }
 
-/// Runs `registry <args>` to completion with the root configured.
-pub fn registry_cmd(root: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_registry"))
-        .args(args)
-        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
-        .env("REGISTRY_LOG_LEVEL", "warn")
-        .output()
-        .expect("run registry")
-}
-
 /// Where a test's registry keeps its data: a directory, or a bucket of a
 /// Garage the test started.
 pub enum Store {
@@ -89,24 +79,50 @@ impl Store {
     }
 
     /// Starts `registry serve` on 127.0.0.1:0 over this store, with `log`
-    /// as its log file.
-    pub fn serve(&self, log: &Path) -> Server {
+    /// as its log file and `extra` settings (`REGISTRY_*` pairs).
+    pub fn serve(&self, log: &Path, extra: &[(&str, &str)]) -> Server {
         let mut envs = self.envs();
         envs.push(("REGISTRY_HTTP_ADDR".into(), "127.0.0.1:0".into()));
         envs.push(("REGISTRY_LOG_LEVEL".into(), "warn".into()));
+        envs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Server::spawn(&["serve"], &envs, log)
     }
 
+    /// Whether the data of blob `d` is in the store (whatever links it).
+    pub fn blob_exists(&self, d: &Digest) -> bool {
+        match self {
+            Store::Dir(root) => super::blob_data_path(root, d).exists(),
+            Store::S3(_) => {
+                let config = registry::config::Config::from_yaml("", self.envs())
+                    .expect("the store's settings");
+                registry::storage::open(&config)
+                    .expect("open the bucket")
+                    .blob_data_exists(d)
+                    .expect("look up a blob")
+            }
+        }
+    }
+
     /// Runs `registry <args>` to completion over this store.
     pub fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_registry"))
-            .args(args)
-            .envs(self.envs())
-            .env("REGISTRY_LOG_LEVEL", "warn")
-            .output()
-            .expect("run registry")
+        run_registry(&self.envs(), args)
     }
+}
+
+/// Runs `registry <args>` to completion with these `REGISTRY_*` settings
+/// (a [`Store::envs`], for a thread the store cannot go to).
+pub fn run_registry(envs: &[(String, String)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .env("REGISTRY_LOG_LEVEL", "warn")
+        .output()
+        .expect("run registry")
 }
 
 /// An image as pushed: config, layers, manifest.

@@ -63,7 +63,12 @@ fn patch(api: &e2e::Api, location: &str, offset: usize, chunk: Vec<u8>) -> Strin
 fn two_replicas_on_one_bucket() {
     let garage = Garage::start("images");
     let a = Registry::builder().s3(&garage, "").start();
-    let b = Registry::builder().s3(&garage, "").start();
+    // b serves blob bytes itself; a sends clients to the bucket
+    // (`storage.redirect`, on by default as in distribution).
+    let b = Registry::builder()
+        .s3(&garage, "")
+        .yaml("storage.redirect.disable", serde_json::Value::Bool(true))
+        .start();
     let (api_a, api_b) = (a.api(), b.api());
 
     // A chunked upload: started and fed on a, fed and finished on b. The
@@ -95,9 +100,53 @@ fn two_replicas_on_one_bucket() {
         .send()
         .unwrap();
     assert_eq!(done.status(), StatusCode::CREATED, "{:?}", done.text());
-    let got = api_a.get(&format!("/v2/replicas/blob/blobs/{digest}"));
+    let blob = format!("/v2/replicas/blob/blobs/{digest}");
+    let got = api_b.get(&blob);
     assert_eq!(got.status(), StatusCode::OK);
     assert_eq!(got.bytes().unwrap().as_ref(), &whole[..]);
+
+    // a answers 307 to a presigned URL of the bucket, which needs no
+    // credentials, and where a Range works as it does with us.
+    let redirected = api_a.get(&blob);
+    assert_eq!(redirected.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        redirected.headers()["docker-content-digest"],
+        digest.as_str()
+    );
+    let url = redirected.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(url.starts_with(&garage.endpoint), "{url}");
+    let direct = e2e::api::http_client();
+    let fetched = direct.get(&url).send().unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.bytes().unwrap().as_ref(), &whole[..]);
+    let tail = direct
+        .get(&url)
+        .header("range", format!("bytes={}-", first.len()))
+        .send()
+        .unwrap();
+    assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail.bytes().unwrap().as_ref(), b"the end");
+    // HEAD is answered here; an unknown blob is our 404, not the bucket's.
+    assert_eq!(
+        api_a
+            .request(reqwest::Method::HEAD, &blob)
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let unknown = api_a.get(&format!(
+        "/v2/replicas/blob/blobs/{}",
+        e2e::digest::sha256(b"never pushed")
+    ));
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        e2e::api::error_codes(&unknown.json().unwrap()),
+        ["BLOB_UNKNOWN"]
+    );
 
     // An image pushed through a is pulled through b.
     let skopeo = Skopeo::new();
