@@ -310,7 +310,22 @@ impl Client<'_> {
         if let Some(b) = body {
             req = req.body(b.to_vec());
         }
-        let resp = req.send().map_err(|e| format!("{method} {path}: {e}"))?;
+        let mut resp = req.send().map_err(|e| format!("{method} {path}: {e}"))?;
+        // The Go suite's client follows redirects, as clients do: a blob
+        // GET answered with a presigned URL of the storage
+        // (`storage.redirect`) is fetched from there, without our headers.
+        if resp.status() == reqwest::StatusCode::TEMPORARY_REDIRECT
+            && matches!(*method, Method::GET | Method::HEAD)
+            && let Some(location) = resp.headers().get("location").and_then(|l| l.to_str().ok())
+        {
+            let mut follow = e2e::api::http_client().request(method.clone(), location);
+            for (k, v) in headers {
+                follow = follow.header(*k, *v);
+            }
+            resp = follow
+                .send()
+                .map_err(|e| format!("{method} {path} -> {location}: {e}"))?;
+        }
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp
