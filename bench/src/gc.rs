@@ -119,12 +119,13 @@ pub fn seed(root: &Path, spec: GcSpec) -> Result<usize> {
 }
 
 /// Runs `cmd` to its end; its wall time and peak resident memory (read
-/// from `/proc` while it runs).
-fn run(mut cmd: Command) -> Result<(Duration, u64)> {
+/// from `/proc` while it runs). Its output goes to `log`.
+fn run(mut cmd: Command, log: &Path) -> Result<(Duration, u64)> {
     let started = Instant::now();
+    let out = std::fs::File::create(log)?;
     let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdout(out.try_clone()?)
+        .stderr(out)
         .spawn()
         .with_context(|| format!("start {cmd:?}"))?;
     let mut peak = 0;
@@ -139,10 +140,7 @@ fn run(mut cmd: Command) -> Result<(Duration, u64)> {
     };
     let elapsed = started.elapsed();
     if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            std::io::Read::read_to_string(&mut e, &mut err)?;
-        }
+        let err = std::fs::read_to_string(log).unwrap_or_default();
         anyhow::bail!("{cmd:?} failed ({status}): {}", err.trim());
     }
     Ok((elapsed, peak))
@@ -184,7 +182,7 @@ pub async fn rows(
         let prefix = format!("gc-{name}");
         let mut builder = e2e::Registry::builder()
             .root(&root)
-            .log_level("error")
+            .log_level("info")
             .delete_enabled(true);
         match garage {
             Some(g) => {
@@ -207,7 +205,15 @@ pub async fn rows(
             c.env_remove("AWS_CA_BUNDLE");
             c
         };
-        let (elapsed, peak) = tokio::task::spawn_blocking(move || run(cmd)).await??;
+        let log = run_dir.join(format!("gc-{name}.log"));
+        let (elapsed, peak) = {
+            let log = log.clone();
+            tokio::task::spawn_blocking(move || run(cmd, &log)).await??
+        };
+        if ours {
+            // Our report: what it scanned and deleted, and its own timing.
+            eprint!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
         let left = match garage {
             Some(g) => crate::s3::count(g, &format!("{prefix}/{V2}/blobs"), "/data").await?,
             None => count_on_disk(&root)?,

@@ -784,10 +784,9 @@ impl Backend for S3Backend {
 /// Whether request bodies reach the endpoint unaltered without a SigV4
 /// payload hash: over https (TLS protects them), or over plain http to
 /// this machine. Signing a payload hashes every byte of every part a
-/// second time (the digest check is the first), which costs a quarter of
-/// the push rate on a 2-core machine; over http to another host the
-/// signature is what keeps the bytes from being altered on the way, so it
-/// stays.
+/// second time (the digest check is the first) before the part can be
+/// sent; over http to another host the signature is what keeps the bytes
+/// from being altered on the way, so it stays.
 fn payload_protected_in_transit(endpoint: Option<&str>) -> bool {
     let Some(endpoint) = endpoint else {
         return true; // Amazon S3: https
