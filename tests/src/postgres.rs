@@ -206,7 +206,7 @@ fn start(home: &Path) -> u16 {
         "cd {home}; idle=0; while sleep 1; do \
            if flock -n -x users.lock true; then idle=$((idle+1)); else idle=0; fi; \
            if [ $idle -ge {IDLE_SECS} ]; then \
-             flock -x setup.lock sh -c 'flock -n -x users.lock sh -c \"{stop}; rm -rf data port\"' \
+             flock -x setup.lock sh -c 'flock -n -x users.lock sh -c \"{stop}; rm -rf data port server.log\"' \
                && [ ! -e port ] && exit 0; idle=0; \
            fi; \
          done",
