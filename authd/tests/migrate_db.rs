@@ -19,7 +19,9 @@ async fn sqlite_install_moves_to_postgres() {
     })
     .await;
     sqlite.add_user("alice", "alice-password-1").await;
-    sqlite.add_grant("alice", "alice/*", &["pull", "push"]).await;
+    sqlite
+        .add_grant("alice", "alice/*", &["pull", "push"])
+        .await;
     let login = sqlite.post_form("/token", FORM).await.expect(200).json();
     let refresh = login["refresh_token"].as_str().unwrap().to_owned();
 

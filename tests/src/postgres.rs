@@ -129,18 +129,15 @@ fn start_or_join() -> Server {
     let users = open("users.lock");
     users.lock_shared().expect("lock users.lock");
     let port_file = home.join("port");
-    let port = match std::fs::read_to_string(&port_file)
+    let port = std::fs::read_to_string(&port_file)
         .ok()
         .and_then(|p| p.trim().parse::<u16>().ok())
         .filter(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
-    {
-        Some(port) => port,
-        None => {
+        .unwrap_or_else(|| {
             let port = start(&home);
             std::fs::write(&port_file, port.to_string()).expect("write the port file");
             port
-        }
-    };
+        });
     drop(setup);
     Server {
         port,
@@ -212,12 +209,14 @@ fn start(home: &Path) -> u16 {
          done",
         home = home.display()
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &script])
+    // `setsid -f` forks it off and returns at once.
+    let started = Command::new("setsid")
+        .args(["-f", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .expect("start the PostgreSQL reaper");
+    assert!(started.success(), "setsid: {started}");
     port
 }

@@ -165,14 +165,13 @@ pub async fn copy_all(from: &Db, to: &Db) -> Result<Copied, Error> {
     }
     n.group_members = members.len() as u64;
 
-    let grants: Vec<GrantRow> =
-        on_pool!(src, |c| {
-            sqlx::query_as(
+    let grants: Vec<GrantRow> = on_pool!(src, |c| {
+        sqlx::query_as(
         "SELECT id, subject, resource_type, pattern, actions, created_at FROM grants ORDER BY id"
     )
     .fetch_all(c)
     .await
-        })?;
+    })?;
     for g in &grants {
         on_tx!(&mut tx, |c| sqlx::query(
             "INSERT INTO grants (id, subject, resource_type, pattern, actions, created_at) \

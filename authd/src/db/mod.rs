@@ -150,7 +150,7 @@ const READERS: u32 = 4;
 const PG_CONNECTIONS: u32 = 16;
 /// The advisory lock every PostgreSQL write transaction holds: authd's
 /// writes are serialised as on SQLite.
-const PG_WRITE_LOCK: i64 = 0x6175_7468_64; // "authd"
+const PG_WRITE_LOCK: i64 = 0x61_7574_6864; // "authd"
 
 impl Db {
     /// Opens (creating a SQLite file if needed, mode 0600) and migrates the
