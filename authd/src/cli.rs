@@ -1,7 +1,7 @@
 //! The command line: `serve`, and the admin commands that work directly on
 //! the database and key directory the server uses (found through the same
 //! `--config` file and `AUTHD_*` variables): `user`, `grant`,
-//! `import-htpasswd`, `audit` and `keys`; `token` and `group` are in [`access`].
+//! `import-htpasswd`, `audit`, `keys` and `migrate-db`; `token` and `group` are in [`access`].
 //!
 //! Passwords are read from stdin (`--password-stdin`) or prompted for on
 //! the terminal, never taken from the command line, where other users of
@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 pub mod access;
 
 use crate::config::Config;
-use crate::db::Db;
 use crate::db::users::{self, Changes, UserView};
+use crate::db::{Db, Location};
 use crate::error::Error;
 use crate::grants::{GrantView, parse_grant};
 use crate::keys::KeyStore;
@@ -74,6 +74,17 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Copy a whole database (users, groups, grants, access and refresh
+    /// tokens, audit log) into another, empty one: SQLite to PostgreSQL
+    /// or back. The signing keys stay in the key directory.
+    MigrateDb {
+        /// The database to read: a SQLite path or a postgres:// URL.
+        #[arg(long, value_name = "PATH|URL")]
+        from: String,
+        /// The empty database to fill (created and migrated if needed).
+        #[arg(long, value_name = "PATH|URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,11 +255,29 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Audit(args) => audit(args, &config).await,
         Command::Keys(cmd) => keys(&cmd, &config),
+        Command::MigrateDb { from, to } => migrate_db(&from, &to).await,
     }
 }
 
+async fn migrate_db(from: &str, to: &str) -> anyhow::Result<()> {
+    let (from, to) = (Location::parse(from), Location::parse(to));
+    if let Location::Sqlite(p) = &from
+        && !p.is_file()
+    {
+        anyhow::bail!("{}: no such database file", p.display());
+    }
+    anyhow::ensure!(from != to, "--from and --to are the same database");
+    let source = Db::open(&from).await?;
+    let target = Db::open(&to).await?;
+    let copied = crate::db::copy::copy_all(&source, &target).await?;
+    source.close().await;
+    target.close().await;
+    println!("copied {from} to {to}: {}", serde_json::to_string(&copied)?);
+    Ok(())
+}
+
 async fn open_db(config: &Config) -> anyhow::Result<Db> {
-    Db::open(&config.database_path()).await
+    Db::open(&config.database_location()).await
 }
 
 /// Reads a new password: the first line of stdin, or twice from the

@@ -20,8 +20,8 @@ pub struct Config {
     /// `IP:PORT` to listen on; `:PORT` means every IPv4 address.
     pub addr: String,
     pub data_dir: PathBuf,
-    /// SQLite file; defaults to `<data_dir>/authd.db`.
-    pub database: Option<PathBuf>,
+    /// The database; defaults to the SQLite file `<data_dir>/authd.db`.
+    pub database: Option<DatabaseConfig>,
     /// `aud` of issued tokens; must match the registry's `service`.
     pub service: String,
     /// `iss` of issued tokens.
@@ -35,6 +35,28 @@ pub struct Config {
     pub admin: AdminConfig,
     pub http: HttpConfig,
     pub debug: DebugConfig,
+}
+
+/// `database:` — a SQLite file path (the older form), or
+/// `{url: …}`: a SQLite path or a `postgres://` URL.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DatabaseConfig {
+    Path(PathBuf),
+    Url { url: String },
+}
+
+/// Never shows the password of a URL.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseConfig::Path(p) => f.debug_tuple("Path").field(p).finish(),
+            DatabaseConfig::Url { url } => f
+                .debug_struct("Url")
+                .field("url", &crate::db::Location::parse(url))
+                .finish(),
+        }
+    }
 }
 
 /// Connection limits and shutdown (see `service::listen`).
@@ -340,7 +362,11 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
         Ok(())
     }),
     ("AUTHD_DATABASE", |c, v| {
-        c.database = Some(v.into());
+        c.database = Some(DatabaseConfig::Path(v.into()));
+        Ok(())
+    }),
+    ("AUTHD_DATABASE_URL", |c, v| {
+        c.database = Some(DatabaseConfig::Url { url: v.to_owned() });
         Ok(())
     }),
     ("AUTHD_SERVICE", |c, v| {
@@ -610,11 +636,13 @@ impl Config {
             .map_err(|()| ConfigError::Invalid(format!("addr {:?} is not IP:PORT", self.addr)))
     }
 
-    /// The SQLite file.
-    pub fn database_path(&self) -> PathBuf {
-        self.database
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("authd.db"))
+    /// Where the database is.
+    pub fn database_location(&self) -> crate::db::Location {
+        match &self.database {
+            None => crate::db::Location::Sqlite(self.data_dir.join("authd.db")),
+            Some(DatabaseConfig::Path(p)) => crate::db::Location::Sqlite(p.clone()),
+            Some(DatabaseConfig::Url { url }) => crate::db::Location::parse(url),
+        }
     }
 
     /// The directory holding the signing keys.
@@ -653,7 +681,10 @@ mod tests {
         let (c, warnings) = Config::load_with(None, env(&[])).unwrap();
         assert!(warnings.is_empty());
         assert_eq!(c.listen_addr().unwrap(), "0.0.0.0:5001".parse().unwrap());
-        assert_eq!(c.database_path(), PathBuf::from("./data/authd.db"));
+        assert_eq!(
+            c.database_location(),
+            crate::db::Location::Sqlite("./data/authd.db".into())
+        );
         assert_eq!(c.service, "registry");
         assert_eq!(c.issuer, "authd");
         assert_eq!(c.token.expiration, 300);
@@ -662,6 +693,35 @@ mod tests {
         assert_eq!(c.admin.user, "admin");
         assert!(c.admin.password.is_none());
         assert!(!c.tls_enabled());
+    }
+
+    #[test]
+    fn database_as_path_or_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yml");
+        std::fs::write(&path, "database: /srv/a.db\n").unwrap();
+        let (c, _) = Config::load_with(Some(&path), env(&[])).unwrap();
+        assert_eq!(
+            c.database_location(),
+            crate::db::Location::Sqlite("/srv/a.db".into())
+        );
+        std::fs::write(&path, "database:\n  url: postgres://a:pw1@db/authd\n").unwrap();
+        let (c, warnings) = Config::load_with(Some(&path), env(&[])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            c.database_location(),
+            crate::db::Location::Postgres("postgres://a:pw1@db/authd".into())
+        );
+        assert!(!format!("{c:?}").contains("pw1"), "password leaks in Debug");
+        let (c, _) = Config::load_with(
+            Some(&path),
+            env(&[("AUTHD_DATABASE_URL", "postgresql://b@h/x")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_location(),
+            crate::db::Location::Postgres("postgresql://b@h/x".into())
+        );
     }
 
     #[test]
@@ -688,7 +748,10 @@ mod tests {
         assert_eq!(c.token.expiration, 900);
         assert_eq!(c.token.algorithm, SigningAlgorithm::RS256);
         assert_eq!(c.token.kid_format, KidFormat::Thumbprint);
-        assert_eq!(c.database_path(), PathBuf::from("/tmp/x/authd.db"));
+        assert_eq!(
+            c.database_location(),
+            crate::db::Location::Sqlite("/tmp/x/authd.db".into())
+        );
         assert_eq!(c.admin.password.as_deref(), Some("s3cret-pass"));
         assert!(
             !format!("{c:?}").contains("s3cret"),

@@ -37,7 +37,7 @@ impl AppState {
     /// was generated here (and so must be shown once).
     pub async fn init(config: Config) -> anyhow::Result<(AppState, Option<String>)> {
         crate::util::create_private_dir(&config.data_dir)?;
-        let db = Db::open(&config.database_path()).await?;
+        let db = Db::open(&config.database_location()).await?;
         let keys = KeyStore::open(&config)?;
         let auth = Authenticator::new(&config)?;
         let (password, generated) = match &config.admin.password {

@@ -13,6 +13,8 @@
 //! - [`Containerd`]: a private containerd and its `ctr`.
 //! - [`Skopeo`], [`Podman`]: client wrappers with their own auth files.
 //! - [`fixtures`]: images made without network, htpasswd files.
+//! - [`postgres::database`]: a fresh database on a PostgreSQL shared by
+//!   the processes of one test binary.
 //! - [`mount::Tmpfs`]: a small filesystem for full-disk tests.
 //! - [`browser::Browser`]: headless Chromium over WebDriver, for the web UI.
 //! - [`proxy`]: a private non-loopback address and nginx in front of our
@@ -29,6 +31,7 @@ pub mod dockerd;
 pub mod fixtures;
 pub mod garage;
 pub mod mount;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod registry;

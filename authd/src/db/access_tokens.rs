@@ -4,7 +4,7 @@
 //! foreign key cascades).
 
 use super::users::User;
-use super::{Db, audit, is_unique_violation};
+use super::{Db, audit, is_unique_violation, on_pool, on_tx};
 use crate::access_tokens::{AccessToken, scopes_from_json};
 use crate::error::Error;
 
@@ -70,9 +70,9 @@ pub async fn insert(
 ) -> Result<AccessToken, Error> {
     let t = crate::util::now();
     let mut tx = db.begin_write().await?;
-    let inserted = sqlx::query(
+    let inserted = on_tx!(&mut tx, |c| sqlx::query(
         "INSERT INTO access_tokens (id, user_id, name, secret_hash, scopes, admin, created_by, \
-         created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(new.id)
     .bind(owner.id)
@@ -83,8 +83,9 @@ pub async fn insert(
     .bind(actor)
     .bind(t)
     .bind(new.expires_at)
-    .execute(&mut *tx)
-    .await;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()));
     match inserted {
         Err(e) if is_unique_violation(&e) => {
             return Err(Error::conflict(
@@ -113,10 +114,12 @@ pub async fn insert(
         ),
     )
     .await?;
-    let row: Row = sqlx::query_as(select_tokens!("WHERE t.id = ?"))
-        .bind(new.id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let row: Row = on_tx!(&mut tx, |c| sqlx::query_as(select_tokens!(
+        "WHERE t.id = $1"
+    ))
+    .bind(new.id)
+    .fetch_one(c)
+    .await)?;
     tx.commit().await?;
     Ok(row.into())
 }
@@ -131,14 +134,14 @@ struct SecretRow {
 /// The token with this id, its owner and its secret's hash. The owner is
 /// read afresh, so that a disable or delete applies at once.
 pub async fn find(db: &Db, id: &str) -> Result<Option<(User, AccessToken, Vec<u8>)>, Error> {
-    let found: Option<SecretRow> = sqlx::query_as(concat!(
+    let found: Option<SecretRow> = on_pool!(db.reader(), |c| sqlx::query_as(concat!(
         "SELECT t.id, u.name AS owner, t.name, t.scopes, t.admin, t.created_by, ",
         "t.created_at, t.expires_at, t.last_used_at, t.last_used_from, t.secret_hash ",
-        "FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?"
+        "FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1"
     ))
     .bind(id)
-    .fetch_optional(db.reader())
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     let Some(found) = found else {
         return Ok(None);
     };
@@ -150,40 +153,43 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<(User, AccessToken, Vec<u8
 
 /// The token with this id, without its secret.
 pub async fn get(db: &Db, id: &str) -> Result<Option<AccessToken>, Error> {
-    let row: Option<Row> = sqlx::query_as(select_tokens!("WHERE t.id = ?"))
-        .bind(id)
-        .fetch_optional(db.reader())
-        .await?;
+    let row: Option<Row> = on_pool!(db.reader(), |c| sqlx::query_as(select_tokens!(
+        "WHERE t.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(c)
+    .await)?;
     Ok(row.map(AccessToken::from))
 }
 
 /// Records a use.
 pub async fn touch(db: &Db, id: &str, at: i64, from: &str) -> Result<(), Error> {
-    sqlx::query("UPDATE access_tokens SET last_used_at = ?, last_used_from = ? WHERE id = ?")
-        .bind(at)
-        .bind(from)
-        .bind(id)
-        .execute(&db.write)
-        .await?;
+    on_pool!(db.writer(), |c| sqlx::query(
+        "UPDATE access_tokens SET last_used_at = $1, last_used_from = $2 WHERE id = $3"
+    )
+    .bind(at)
+    .bind(from)
+    .bind(id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The tokens of one owner, or of everyone, by owner and creation.
 pub async fn list(db: &Db, owner: Option<&str>) -> Result<Vec<AccessToken>, Error> {
     let rows: Vec<Row> = match owner {
-        Some(name) => {
-            sqlx::query_as(select_tokens!(
-                "WHERE u.name = ? ORDER BY t.created_at, t.id"
-            ))
-            .bind(name)
-            .fetch_all(db.reader())
-            .await?
-        }
-        None => {
-            sqlx::query_as(select_tokens!("ORDER BY u.name, t.created_at, t.id"))
-                .fetch_all(db.reader())
-                .await?
-        }
+        Some(name) => on_pool!(db.reader(), |c| sqlx::query_as(select_tokens!(
+            "WHERE u.name = $1 ORDER BY t.created_at, t.id"
+        ))
+        .bind(name)
+        .fetch_all(c)
+        .await)?,
+        None => on_pool!(db.reader(), |c| sqlx::query_as(select_tokens!(
+            "ORDER BY u.name, t.created_at, t.id"
+        ))
+        .fetch_all(c)
+        .await)?,
     };
     Ok(rows.into_iter().map(AccessToken::from).collect())
 }
@@ -191,20 +197,25 @@ pub async fn list(db: &Db, owner: Option<&str>) -> Result<Vec<AccessToken>, Erro
 /// Revokes token `id` (of `owner` when given); a 404 when there is none.
 pub async fn delete(db: &Db, id: &str, owner: Option<&str>, actor: &str) -> Result<(), Error> {
     let mut tx = db.begin_write().await?;
-    let row: Option<Row> = sqlx::query_as(select_tokens!("WHERE t.id = ?"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row: Option<Row> = on_tx!(&mut tx, |c| sqlx::query_as(select_tokens!(
+        "WHERE t.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(c)
+    .await)?;
     let Some(row) = row.filter(|r| owner.is_none_or(|o| o == r.owner)) else {
         return Err(Error::not_found(match owner {
             Some(o) => format!("user {o:?} has no access token {id:?}"),
             None => format!("access token {id:?} not found"),
         }));
     };
-    sqlx::query("DELETE FROM access_tokens WHERE id = ?")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, |c| sqlx::query(
+        "DELETE FROM access_tokens WHERE id = $1"
+    )
+    .bind(id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     audit::record(
         &mut tx,
         actor,

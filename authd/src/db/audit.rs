@@ -7,7 +7,7 @@
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Db, Tx};
+use super::{Db, Tx, on_pool, on_tx};
 use crate::error::Error;
 use crate::util::{now, rfc3339};
 
@@ -26,14 +26,17 @@ pub async fn record(
     target: &str,
     detail: &str,
 ) -> Result<(), Error> {
-    sqlx::query("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)")
-        .bind(now())
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(detail)
-        .execute(&mut **tx)
-        .await?;
+    on_tx!(tx, |c| sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)"
+    )
+    .bind(now())
+    .bind(actor)
+    .bind(action)
+    .bind(target)
+    .bind(detail)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -86,9 +89,22 @@ impl Default for Filter {
 
 /// The newest entries matching `filter`, newest first.
 pub async fn query(db: &Db, filter: &Filter) -> Result<Vec<Entry>, Error> {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "SELECT id, at, actor, action, target, detail FROM audit_log WHERE 1 = 1",
-    );
+    Ok(on_pool!(db.reader(), |c| {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT id, at, actor, action, target, detail FROM audit_log WHERE 1 = 1",
+        );
+        push_filter(&mut q, filter);
+        q.build_query_as().fetch_all(c).await
+    })?)
+}
+
+/// The conditions and order of [`query`], on either engine.
+fn push_filter<DB>(q: &mut sqlx::QueryBuilder<DB>, filter: &Filter)
+where
+    DB: sqlx::Database,
+    String: for<'a> sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: for<'a> sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
     if let Some(user) = &filter.user {
         q.push(" AND (target = ")
             .push_bind(user.clone())
@@ -100,7 +116,8 @@ pub async fn query(db: &Db, filter: &Filter) -> Result<Vec<Entry>, Error> {
         if action.contains('.') {
             q.push(" AND action = ").push_bind(action.clone());
         } else {
-            // `login` → `login` and `login.*`: a range, so the index serves.
+            // `login` → `login` and `login.*`: a range, so the index serves
+            // (bytewise: the PostgreSQL column is COLLATE "C").
             q.push(" AND (action = ")
                 .push_bind(action.clone())
                 .push(" OR (action > ")
@@ -121,7 +138,6 @@ pub async fn query(db: &Db, filter: &Filter) -> Result<Vec<Entry>, Error> {
     }
     q.push(" ORDER BY id DESC LIMIT ")
         .push_bind(filter.limit.clamp(1, MAX_LIMIT));
-    Ok(q.build_query_as().fetch_all(db.reader()).await?)
 }
 
 struct NewEntry {
@@ -200,16 +216,17 @@ impl Sink {
 async fn write_batch(db: &Db, entries: &[NewEntry]) -> Result<(), Error> {
     let mut tx = db.begin_write().await?;
     for e in entries {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        on_tx!(&mut tx, |c| sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(e.at)
         .bind(&e.actor)
         .bind(&e.action)
         .bind(&e.target)
         .bind(&e.detail)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     }
     tx.commit().await?;
     Ok(())

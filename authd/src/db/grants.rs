@@ -1,7 +1,7 @@
 //! The `grants` table: (subject, target, actions) rows, looked up on every
 //! token request by subject. A grant to a group (`@name`) needs the group.
 
-use super::{Db, audit, groups};
+use super::{Db, Pool, audit, groups, on_pool, on_tx};
 use crate::actions::ActionSet;
 use crate::error::Error;
 use crate::grants::Grant;
@@ -53,21 +53,28 @@ pub async fn for_principal(
         Some(name) => {
             // The groups as a JSON array: one statement whatever their number.
             let groups = serde_json::to_string(groups).map_err(Error::internal)?;
-            sqlx::query_as(select_grants!(
-                "WHERE subject IN (?, '*', 'anonymous') \
-                 OR subject IN (SELECT value FROM json_each(?))"
-            ))
-            .bind(name)
-            .bind(groups)
-            .fetch_all(db.reader())
-            .await?
+            let sql = match db.reader() {
+                Pool::Sqlite(_) => select_grants!(
+                    "WHERE subject IN ($1, '*', 'anonymous') \
+                     OR subject IN (SELECT value FROM json_each($2))"
+                ),
+                Pool::Postgres(_) => select_grants!(
+                    "WHERE subject IN ($1, '*', 'anonymous') \
+                     OR subject IN (SELECT json_array_elements_text($2::json))"
+                ),
+            };
+            on_pool!(db.reader(), |c| sqlx::query_as(sql)
+                .bind(name)
+                .bind(groups)
+                .fetch_all(c)
+                .await)?
         }
-        None => {
-            sqlx::query_as(select_grants!("WHERE subject = ?"))
-                .bind(ANONYMOUS)
-                .fetch_all(db.reader())
-                .await?
-        }
+        None => on_pool!(db.reader(), |c| sqlx::query_as(select_grants!(
+            "WHERE subject = $1"
+        ))
+        .bind(ANONYMOUS)
+        .fetch_all(c)
+        .await)?,
     };
     Ok(rows.into_iter().map(Grant::from).collect())
 }
@@ -75,17 +82,17 @@ pub async fn for_principal(
 /// Every grant, or those of one subject, in creation order.
 pub async fn list(db: &Db, subject: Option<&str>) -> Result<Vec<Grant>, Error> {
     let rows: Vec<Row> = match subject {
-        Some(s) => {
-            sqlx::query_as(select_grants!("WHERE subject = ? ORDER BY id"))
-                .bind(s)
-                .fetch_all(db.reader())
-                .await?
-        }
-        None => {
-            sqlx::query_as(select_grants!("ORDER BY id"))
-                .fetch_all(db.reader())
-                .await?
-        }
+        Some(s) => on_pool!(db.reader(), |c| sqlx::query_as(select_grants!(
+            "WHERE subject = $1 ORDER BY id"
+        ))
+        .bind(s)
+        .fetch_all(c)
+        .await)?,
+        None => on_pool!(db.reader(), |c| sqlx::query_as(select_grants!(
+            "ORDER BY id"
+        ))
+        .fetch_all(c)
+        .await)?,
     };
     Ok(rows.into_iter().map(Grant::from).collect())
 }
@@ -109,34 +116,37 @@ pub async fn upsert(
             "group {group:?} not found (create it first)"
         )));
     }
-    let existing: Option<(i64,)> = sqlx::query_as(
-        "SELECT id FROM grants WHERE subject = ? AND resource_type = ? AND pattern = ?",
+    let existing: Option<(i64,)> = on_tx!(&mut tx, |c| sqlx::query_as(
+        "SELECT id FROM grants WHERE subject = $1 AND resource_type = $2 AND pattern = $3",
     )
     .bind(subject)
     .bind(kind)
     .bind(pattern)
-    .fetch_optional(&mut *tx)
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     let (id, created) = if let Some((id,)) = existing {
-        sqlx::query("UPDATE grants SET actions = ? WHERE id = ?")
-            .bind(&actions_text)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        on_tx!(&mut tx, |c| sqlx::query(
+            "UPDATE grants SET actions = $1 WHERE id = $2"
+        )
+        .bind(&actions_text)
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
         (id, false)
     } else {
-        let done = sqlx::query(
+        let (id,): (i64,) = on_tx!(&mut tx, |c| sqlx::query_as(
             "INSERT INTO grants (subject, resource_type, pattern, actions, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(subject)
         .bind(kind)
         .bind(pattern)
         .bind(&actions_text)
         .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        (done.last_insert_rowid(), true)
+        .fetch_one(c)
+        .await)?;
+        (id, true)
     };
     audit::record(
         &mut tx,
@@ -150,10 +160,10 @@ pub async fn upsert(
         &format!("#{id} {kind}:{pattern}:{actions_text}"),
     )
     .await?;
-    let row: Row = sqlx::query_as(select_grants!("WHERE id = ?"))
+    let row: Row = on_tx!(&mut tx, |c| sqlx::query_as(select_grants!("WHERE id = $1"))
         .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_one(c)
+        .await)?;
     tx.commit().await?;
     Ok((row.into(), created))
 }
@@ -161,17 +171,18 @@ pub async fn upsert(
 /// Deletes grant `id`; a 404 when there is none.
 pub async fn delete(db: &Db, id: i64, actor: &str) -> Result<(), Error> {
     let mut tx = db.begin_write().await?;
-    let row: Option<Row> = sqlx::query_as(select_grants!("WHERE id = ?"))
+    let row: Option<Row> = on_tx!(&mut tx, |c| sqlx::query_as(select_grants!("WHERE id = $1"))
         .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(c)
+        .await)?;
     let Some(row) = row else {
         return Err(Error::not_found(format!("grant {id} not found")));
     };
-    sqlx::query("DELETE FROM grants WHERE id = ?")
+    on_tx!(&mut tx, |c| sqlx::query("DELETE FROM grants WHERE id = $1")
         .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     audit::record(
         &mut tx,
         actor,

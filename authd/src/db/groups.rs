@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{Db, Tx, audit, is_unique_violation};
+use super::{Db, Tx, audit, is_unique_violation, on_pool, on_tx};
 use crate::error::Error;
 use crate::names::GROUP_PREFIX;
 use crate::util::{now, rfc3339};
@@ -18,10 +18,12 @@ pub struct GroupView {
 }
 
 async fn group_id(tx: &mut Tx, name: &str) -> Result<i64, Error> {
-    let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM groups WHERE name = ?")
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let found: Option<(i64,)> = on_tx!(tx, |c| sqlx::query_as(
+        "SELECT id FROM groups WHERE name = $1"
+    )
+    .bind(name)
+    .fetch_optional(c)
+    .await)?;
     found
         .map(|(id,)| id)
         .ok_or_else(|| Error::not_found(format!("group {name:?} not found")))
@@ -35,11 +37,14 @@ pub(crate) async fn exists_in(tx: &mut Tx, name: &str) -> Result<bool, Error> {
 /// Creates a group; a taken name is a 409.
 pub async fn create(db: &Db, name: &str, actor: &str) -> Result<(), Error> {
     let mut tx = db.begin_write().await?;
-    let inserted = sqlx::query("INSERT INTO groups (name, created_at) VALUES (?, ?)")
-        .bind(name)
-        .bind(now())
-        .execute(&mut *tx)
-        .await;
+    let inserted = on_tx!(&mut tx, |c| sqlx::query(
+        "INSERT INTO groups (name, created_at) VALUES ($1, $2)"
+    )
+    .bind(name)
+    .bind(now())
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()));
     match inserted {
         Err(e) if is_unique_violation(&e) => {
             return Err(Error::conflict(
@@ -60,14 +65,18 @@ pub async fn create(db: &Db, name: &str, actor: &str) -> Result<(), Error> {
 pub async fn delete(db: &Db, name: &str, actor: &str) -> Result<(), Error> {
     let mut tx = db.begin_write().await?;
     let id = group_id(&mut tx, name).await?;
-    sqlx::query("DELETE FROM grants WHERE subject = ?")
-        .bind(format!("{GROUP_PREFIX}{name}"))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM groups WHERE id = ?")
+    on_tx!(&mut tx, |c| sqlx::query(
+        "DELETE FROM grants WHERE subject = $1"
+    )
+    .bind(format!("{GROUP_PREFIX}{name}"))
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    on_tx!(&mut tx, |c| sqlx::query("DELETE FROM groups WHERE id = $1")
         .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     audit::record(&mut tx, actor, "group.delete", name, "").await?;
     tx.commit().await?;
     Ok(())
@@ -75,16 +84,17 @@ pub async fn delete(db: &Db, name: &str, actor: &str) -> Result<(), Error> {
 
 /// Every group with its members, by name.
 pub async fn list(db: &Db) -> Result<Vec<GroupView>, Error> {
-    let groups: Vec<(i64, String, i64)> =
-        sqlx::query_as("SELECT id, name, created_at FROM groups ORDER BY name")
-            .fetch_all(db.reader())
-            .await?;
-    let members: Vec<(i64, String)> = sqlx::query_as(
+    let groups: Vec<(i64, String, i64)> = on_pool!(db.reader(), |c| sqlx::query_as(
+        "SELECT id, name, created_at FROM groups ORDER BY name"
+    )
+    .fetch_all(c)
+    .await)?;
+    let members: Vec<(i64, String)> = on_pool!(db.reader(), |c| sqlx::query_as(
         "SELECT m.group_id, u.name FROM group_members m JOIN users u ON u.id = m.user_id \
          ORDER BY u.name",
     )
-    .fetch_all(db.reader())
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(groups
         .into_iter()
         .map(|(id, name, created_at)| GroupView {
@@ -100,10 +110,12 @@ pub async fn list(db: &Db) -> Result<Vec<GroupView>, Error> {
 }
 
 async fn user_id(tx: &mut Tx, user: &str) -> Result<i64, Error> {
-    let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM users WHERE name = ?")
-        .bind(user)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let found: Option<(i64,)> = on_tx!(tx, |c| sqlx::query_as(
+        "SELECT id FROM users WHERE name = $1"
+    )
+    .bind(user)
+    .fetch_optional(c)
+    .await)?;
     found
         .map(|(id,)| id)
         .ok_or_else(|| Error::not_found(format!("user {user:?} not found")))
@@ -114,12 +126,15 @@ pub async fn add_member(db: &Db, group: &str, user: &str, actor: &str) -> Result
     let mut tx = db.begin_write().await?;
     let gid = group_id(&mut tx, group).await?;
     let uid = user_id(&mut tx, user).await?;
-    let done = sqlx::query("INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?, ?)")
-        .bind(gid)
-        .bind(uid)
-        .execute(&mut *tx)
-        .await?;
-    let added = done.rows_affected() == 1;
+    let done = on_tx!(&mut tx, |c| sqlx::query(
+        "INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    )
+    .bind(gid)
+    .bind(uid)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    let added = done == 1;
     if added {
         audit::record(&mut tx, actor, "group.member.add", group, user).await?;
     }
@@ -132,12 +147,15 @@ pub async fn remove_member(db: &Db, group: &str, user: &str, actor: &str) -> Res
     let mut tx = db.begin_write().await?;
     let gid = group_id(&mut tx, group).await?;
     let uid = user_id(&mut tx, user).await?;
-    let done = sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id = ?")
-        .bind(gid)
-        .bind(uid)
-        .execute(&mut *tx)
-        .await?;
-    if done.rows_affected() == 0 {
+    let done = on_tx!(&mut tx, |c| sqlx::query(
+        "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2"
+    )
+    .bind(gid)
+    .bind(uid)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if done == 0 {
         return Err(Error::not_found(format!(
             "user {user:?} is not a member of group {group:?}"
         )));
@@ -149,13 +167,13 @@ pub async fn remove_member(db: &Db, group: &str, user: &str, actor: &str) -> Res
 
 /// The groups of `user`, as grant subjects (`@name`), by name.
 pub async fn subjects_of(db: &Db, user: &str) -> Result<Vec<String>, Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT ? || g.name FROM groups g JOIN group_members m ON m.group_id = g.id \
-         JOIN users u ON u.id = m.user_id WHERE u.name = ? ORDER BY g.name",
+    let rows: Vec<(String,)> = on_pool!(db.reader(), |c| sqlx::query_as(
+        "SELECT $1 || g.name FROM groups g JOIN group_members m ON m.group_id = g.id \
+         JOIN users u ON u.id = m.user_id WHERE u.name = $2 ORDER BY g.name",
     )
     .bind(GROUP_PREFIX.to_string())
     .bind(user)
-    .fetch_all(db.reader())
-    .await?;
+    .fetch_all(c)
+    .await)?;
     Ok(rows.into_iter().map(|(s,)| s).collect())
 }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::users::User;
-use super::{Db, audit};
+use super::{Db, Tx, audit, on_pool, on_tx};
 use crate::error::Error;
 use crate::util::{now, rfc3339};
 
@@ -68,9 +68,9 @@ pub async fn insert(
     let id = uuid::Uuid::new_v4().simple().to_string();
     let t = now();
     let mut tx = db.begin_write().await?;
-    sqlx::query(
+    on_tx!(&mut tx, |c| sqlx::query(
         "INSERT INTO refresh_tokens (id, user_id, token_hash, client_id, created_at, \
-         last_used_at, access_token_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+         last_used_at, access_token_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&id)
     .bind(user_id)
@@ -79,17 +79,27 @@ pub async fn insert(
     .bind(t)
     .bind(t)
     .bind(access_token_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "DELETE FROM refresh_tokens WHERE user_id = ? AND rowid NOT IN \
-         (SELECT rowid FROM refresh_tokens WHERE user_id = ? ORDER BY rowid DESC LIMIT ?)",
-    )
-    .bind(user_id)
-    .bind(user_id)
-    .bind(MAX_PER_USER)
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    // Insertion order: SQLite's rowid, PostgreSQL's `seq` column.
+    let trim = match tx {
+        Tx::Sqlite(_) => {
+            "DELETE FROM refresh_tokens WHERE user_id = $1 AND rowid NOT IN \
+             (SELECT rowid FROM refresh_tokens WHERE user_id = $2 ORDER BY rowid DESC LIMIT $3)"
+        }
+        Tx::Postgres(_) => {
+            "DELETE FROM refresh_tokens WHERE user_id = $1 AND seq NOT IN \
+             (SELECT seq FROM refresh_tokens WHERE user_id = $2 ORDER BY seq DESC LIMIT $3)"
+        }
+    };
+    on_tx!(&mut tx, |c| sqlx::query(trim)
+        .bind(user_id)
+        .bind(user_id)
+        .bind(MAX_PER_USER)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     tx.commit().await?;
     Ok(id)
 }
@@ -97,16 +107,16 @@ pub async fn insert(
 /// The token with this hash and its user, if any (validity is the caller's
 /// business).
 pub async fn find(db: &Db, token_hash: &[u8]) -> Result<Option<Found>, Error> {
-    Ok(sqlx::query_as(
+    Ok(on_pool!(db.reader(), |c| sqlx::query_as(
         "SELECT t.id AS token_id, t.last_used_at AS token_last_used_at, t.access_token_id, \
          u.id, u.name, u.password_hash, u.imported_hash, u.is_admin, u.is_robot, u.disabled, \
          u.password_changed_at, \
          u.created_at, u.updated_at \
-         FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+         FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
     )
     .bind(token_hash)
-    .fetch_optional(db.reader())
-    .await?)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// Records a use, if the last recorded one is older than
@@ -116,33 +126,39 @@ pub async fn touch(db: &Db, found: &Found) -> Result<(), Error> {
     if t - found.token_last_used_at < TOUCH_INTERVAL_SECS {
         return Ok(());
     }
-    sqlx::query("UPDATE refresh_tokens SET last_used_at = ? WHERE id = ?")
-        .bind(t)
-        .bind(&found.token_id)
-        .execute(&db.write)
-        .await?;
+    on_pool!(db.writer(), |c| sqlx::query(
+        "UPDATE refresh_tokens SET last_used_at = $1 WHERE id = $2"
+    )
+    .bind(t)
+    .bind(&found.token_id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 pub async fn list_for_user(db: &Db, user_id: i64) -> Result<Vec<RefreshToken>, Error> {
-    Ok(sqlx::query_as(
+    Ok(on_pool!(db.reader(), |c| sqlx::query_as(
         "SELECT id, client_id, created_at, last_used_at FROM refresh_tokens \
-         WHERE user_id = ? ORDER BY created_at, id",
+         WHERE user_id = $1 ORDER BY created_at, id",
     )
     .bind(user_id)
-    .fetch_all(db.reader())
-    .await?)
+    .fetch_all(c)
+    .await)?)
 }
 
 /// Revokes one token of a user; a 404 when the user has no such token.
 pub async fn delete(db: &Db, user: &User, id: &str, actor: &str) -> Result<(), Error> {
     let mut tx = db.begin_write().await?;
-    let done = sqlx::query("DELETE FROM refresh_tokens WHERE id = ? AND user_id = ?")
-        .bind(id)
-        .bind(user.id)
-        .execute(&mut *tx)
-        .await?;
-    if done.rows_affected() == 0 {
+    let done = on_tx!(&mut tx, |c| sqlx::query(
+        "DELETE FROM refresh_tokens WHERE id = $1 AND user_id = $2"
+    )
+    .bind(id)
+    .bind(user.id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    if done == 0 {
         return Err(Error::not_found(format!(
             "user {:?} has no refresh token {id:?}",
             user.name
@@ -157,20 +173,23 @@ pub async fn delete(db: &Db, user: &User, id: &str, actor: &str) -> Result<(), E
 /// out); returns its owner's name, `None` when no such token exists.
 pub async fn delete_by_hash(db: &Db, token_hash: &[u8]) -> Result<Option<String>, Error> {
     let mut tx = db.begin_write().await?;
-    let found: Option<(String, String)> = sqlx::query_as(
+    let found: Option<(String, String)> = on_tx!(&mut tx, |c| sqlx::query_as(
         "SELECT t.id, u.name FROM refresh_tokens t JOIN users u ON u.id = t.user_id \
-         WHERE t.token_hash = ?",
+         WHERE t.token_hash = $1",
     )
     .bind(token_hash)
-    .fetch_optional(&mut *tx)
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     let Some((id, user)) = found else {
         return Ok(None);
     };
-    sqlx::query("DELETE FROM refresh_tokens WHERE id = ?")
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
+    on_tx!(&mut tx, |c| sqlx::query(
+        "DELETE FROM refresh_tokens WHERE id = $1"
+    )
+    .bind(&id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     audit::record(&mut tx, &format!("api:{user}"), "token.revoke", &user, &id).await?;
     tx.commit().await?;
     Ok(Some(user))
@@ -178,21 +197,27 @@ pub async fn delete_by_hash(db: &Db, token_hash: &[u8]) -> Result<Option<String>
 
 /// Deletes tokens unused since `cutoff`; returns how many.
 pub async fn delete_unused_since(db: &Db, cutoff: i64) -> Result<u64, Error> {
-    let done = sqlx::query("DELETE FROM refresh_tokens WHERE last_used_at < ?")
-        .bind(cutoff)
-        .execute(&db.write)
-        .await?;
-    Ok(done.rows_affected())
+    let done = on_pool!(db.writer(), |c| sqlx::query(
+        "DELETE FROM refresh_tokens WHERE last_used_at < $1"
+    )
+    .bind(cutoff)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done)
 }
 
 /// Moves every use of `user_id`'s tokens `secs` into the past (tests of
 /// expiry).
 #[cfg(test)]
 pub(crate) async fn backdate(db: &Db, user_id: i64, secs: i64) -> Result<(), Error> {
-    sqlx::query("UPDATE refresh_tokens SET last_used_at = last_used_at - ? WHERE user_id = ?")
-        .bind(secs)
-        .bind(user_id)
-        .execute(&db.write)
-        .await?;
+    on_pool!(db.writer(), |c| sqlx::query(
+        "UPDATE refresh_tokens SET last_used_at = last_used_at - $1 WHERE user_id = $2"
+    )
+    .bind(secs)
+    .bind(user_id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }

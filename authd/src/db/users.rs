@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{Db, Tx, audit, is_unique_violation};
+use super::{Db, Tx, audit, is_unique_violation, on_pool, on_tx};
 use crate::error::Error;
 use crate::password::HashFormat;
 use crate::util::{now, rfc3339};
@@ -95,10 +95,12 @@ macro_rules! select_users {
 }
 
 pub async fn get(db: &Db, name: &str) -> Result<Option<User>, Error> {
-    Ok(sqlx::query_as(select_users!("WHERE name = ?"))
-        .bind(name)
-        .fetch_optional(db.reader())
-        .await?)
+    Ok(on_pool!(db.reader(), |c| sqlx::query_as(select_users!(
+        "WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(c)
+    .await)?)
 }
 
 /// The user, or a 404 naming it.
@@ -109,17 +111,19 @@ pub async fn get_existing(db: &Db, name: &str) -> Result<User, Error> {
 }
 
 pub async fn list(db: &Db) -> Result<Vec<User>, Error> {
-    Ok(sqlx::query_as(select_users!("ORDER BY name"))
-        .fetch_all(db.reader())
-        .await?)
+    Ok(on_pool!(db.reader(), |c| sqlx::query_as(select_users!(
+        "ORDER BY name"
+    ))
+    .fetch_all(c)
+    .await)?)
 }
 
 async fn get_in(tx: &mut Tx, name: &str) -> Result<User, Error> {
-    sqlx::query_as(select_users!("WHERE name = ?"))
+    on_tx!(tx, |c| sqlx::query_as(select_users!("WHERE name = $1"))
         .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("user {name:?} not found")))
+        .fetch_optional(c)
+        .await)?
+    .ok_or_else(|| Error::not_found(format!("user {name:?} not found")))
 }
 
 /// Creates a user; a taken name is a 409.
@@ -163,9 +167,9 @@ async fn insert(db: &Db, row: &NewUser<'_>, actor: &str, detail: &str) -> Result
     let name = row.name;
     let mut tx = db.begin_write().await?;
     let t = now();
-    let inserted = sqlx::query(
+    let inserted = on_tx!(&mut tx, |c| sqlx::query(
         "INSERT INTO users (name, password_hash, is_admin, is_robot, disabled, \
-         password_changed_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         password_changed_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(name)
     .bind(row.password_hash)
@@ -175,8 +179,9 @@ async fn insert(db: &Db, row: &NewUser<'_>, actor: &str, detail: &str) -> Result
     .bind(t)
     .bind(t)
     .bind(t)
-    .execute(&mut *tx)
-    .await;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()));
     match inserted {
         Err(e) if is_unique_violation(&e) => {
             return Err(Error::conflict(
@@ -206,33 +211,36 @@ pub async fn create_first_admin(
     }
     let password_hash = hash()?;
     let mut tx = db.begin_write().await?;
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
-        .fetch_one(&mut *tx)
-        .await?;
+    let (n,): (i64,) = on_tx!(&mut tx, |c| sqlx::query_as("SELECT COUNT(*) FROM users")
+        .fetch_one(c)
+        .await)?;
     if n > 0 {
         return Ok(false);
     }
     let t = now();
-    sqlx::query(
+    on_tx!(&mut tx, |c| sqlx::query(
         "INSERT INTO users (name, password_hash, is_admin, disabled, password_changed_at, \
-         created_at, updated_at) VALUES (?, ?, 1, 0, ?, ?, ?)",
+         created_at, updated_at) VALUES ($1, $2, TRUE, FALSE, $3, $4, $5)",
     )
     .bind(name)
     .bind(&password_hash)
     .bind(t)
     .bind(t)
     .bind(t)
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     audit::record(&mut tx, "system", "user.create", name, "first admin").await?;
     tx.commit().await?;
     Ok(true)
 }
 
 pub async fn count(db: &Db) -> Result<i64, Error> {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
-        .fetch_one(db.reader())
-        .await?;
+    let (n,): (i64,) = on_pool!(db.reader(), |c| sqlx::query_as(
+        "SELECT COUNT(*) FROM users"
+    )
+    .fetch_one(c)
+    .await)?;
     Ok(n)
 }
 
@@ -241,12 +249,12 @@ async fn keep_an_admin(tx: &mut Tx, user: &User, action: &str) -> Result<(), Err
     if !user.is_admin || user.disabled {
         return Ok(());
     }
-    let (others,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM users WHERE is_admin = 1 AND disabled = 0 AND id != ?",
+    let (others,): (i64,) = on_tx!(tx, |c| sqlx::query_as(
+        "SELECT COUNT(*) FROM users WHERE is_admin AND NOT disabled AND id != $1",
     )
     .bind(user.id)
-    .fetch_one(&mut **tx)
-    .await?;
+    .fetch_one(c)
+    .await)?;
     if others == 0 {
         return Err(Error::conflict(
             "last_admin",
@@ -272,9 +280,9 @@ pub async fn update(db: &Db, name: &str, changes: &Changes, actor: &str) -> Resu
     }
     let t = now();
     let password_changed = changes.password_hash.is_some();
-    sqlx::query(
-        "UPDATE users SET password_hash = ?, imported_hash = ?, is_admin = ?, disabled = ?, \
-         password_changed_at = ?, updated_at = ? WHERE id = ?",
+    on_tx!(&mut tx, |c| sqlx::query(
+        "UPDATE users SET password_hash = $1, imported_hash = $2, is_admin = $3, disabled = $4, \
+         password_changed_at = $5, updated_at = $6 WHERE id = $7",
     )
     .bind(
         changes
@@ -296,14 +304,18 @@ pub async fn update(db: &Db, name: &str, changes: &Changes, actor: &str) -> Resu
     })
     .bind(t)
     .bind(user.id)
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
     if password_changed || newly_disabled {
         // Refresh tokens must not outlive the credentials they stand for.
-        sqlx::query("DELETE FROM refresh_tokens WHERE user_id = ?")
-            .bind(user.id)
-            .execute(&mut *tx)
-            .await?;
+        on_tx!(&mut tx, |c| sqlx::query(
+            "DELETE FROM refresh_tokens WHERE user_id = $1"
+        )
+        .bind(user.id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     }
     let mut what = Vec::new();
     if password_changed {
@@ -326,16 +338,17 @@ pub async fn update(db: &Db, name: &str, changes: &Changes, actor: &str) -> Resu
 /// password change), nothing happens. Not a password change: refresh tokens
 /// stay valid.
 pub async fn upgrade_hash(db: &Db, id: i64, old: &str, new: &str) -> Result<bool, Error> {
-    let done = sqlx::query(
-        "UPDATE users SET password_hash = ?, imported_hash = NULL \
-         WHERE id = ? AND password_hash = ?",
+    let done = on_pool!(db.writer(), |c| sqlx::query(
+        "UPDATE users SET password_hash = $1, imported_hash = NULL \
+         WHERE id = $2 AND password_hash = $3",
     )
     .bind(new)
     .bind(id)
     .bind(old)
-    .execute(&db.write)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }
 
 /// Deletes a user with its grants and refresh tokens.
@@ -343,18 +356,25 @@ pub async fn delete(db: &Db, name: &str, actor: &str) -> Result<(), Error> {
     let mut tx = db.begin_write().await?;
     let user = get_in(&mut tx, name).await?;
     keep_an_admin(&mut tx, &user, "delete").await?;
-    sqlx::query("DELETE FROM grants WHERE subject = ?")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM refresh_tokens WHERE user_id = ?")
+    on_tx!(&mut tx, |c| sqlx::query(
+        "DELETE FROM grants WHERE subject = $1"
+    )
+    .bind(name)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    on_tx!(&mut tx, |c| sqlx::query(
+        "DELETE FROM refresh_tokens WHERE user_id = $1"
+    )
+    .bind(user.id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    on_tx!(&mut tx, |c| sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(user.id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM users WHERE id = ?")
-        .bind(user.id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     audit::record(&mut tx, actor, "user.delete", name, "").await?;
     tx.commit().await?;
     Ok(())
@@ -375,12 +395,13 @@ pub async fn import(
     let mut tx = db.begin_write().await?;
     let t = now();
     for (name, hash) in entries {
-        let existing: Option<(i64, String, Option<String>, bool)> = sqlx::query_as(
-            "SELECT id, password_hash, imported_hash, is_admin FROM users WHERE name = ?",
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let existing: Option<(i64, String, Option<String>, bool)> =
+            on_tx!(&mut tx, |c| sqlx::query_as(
+                "SELECT id, password_hash, imported_hash, is_admin FROM users WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(c)
+            .await)?;
         let skip = |reason| Skipped {
             name: name.clone(),
             reason,
@@ -394,9 +415,10 @@ pub async fn import(
             }
             Some(_) if !overwrite => counts.skipped.push(skip("exists")),
             None => {
-                sqlx::query(
+                on_tx!(&mut tx, |c| {
+                    sqlx::query(
                     "INSERT INTO users (name, password_hash, imported_hash, is_admin, disabled, \
-                     password_changed_at, created_at, updated_at) VALUES (?, ?, ?, 0, 0, ?, ?, ?)",
+                     password_changed_at, created_at, updated_at) VALUES ($1, $2, $3, FALSE, FALSE, $4, $5, $6)",
                 )
                 .bind(name)
                 .bind(hash)
@@ -404,26 +426,32 @@ pub async fn import(
                 .bind(t)
                 .bind(t)
                 .bind(t)
-                .execute(&mut *tx)
-                .await?;
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
+                })?;
                 counts.imported += 1;
             }
             Some((id, ..)) => {
-                sqlx::query(
-                    "UPDATE users SET password_hash = ?, imported_hash = ?, \
-                     password_changed_at = ?, updated_at = ? WHERE id = ?",
+                on_tx!(&mut tx, |c| sqlx::query(
+                    "UPDATE users SET password_hash = $1, imported_hash = $2, \
+                     password_changed_at = $3, updated_at = $4 WHERE id = $5",
                 )
                 .bind(hash)
                 .bind(hash)
                 .bind(t)
                 .bind(t)
                 .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM refresh_tokens WHERE user_id = ?")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
+                on_tx!(&mut tx, |c| sqlx::query(
+                    "DELETE FROM refresh_tokens WHERE user_id = $1"
+                )
+                .bind(id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
                 counts.updated += 1;
             }
         }

@@ -1,5 +1,9 @@
 //! `TestApp`: an authd state on a temporary data directory, driven through
 //! `app()` with `tower::ServiceExt::oneshot` — no socket.
+//!
+//! The database is SQLite in that directory, or, when `AUTHD_TEST_DB` is
+//! `postgres`, a fresh database of a real PostgreSQL the tests start
+//! (`e2e::postgres`): `scripts/test` runs the suite both ways.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -65,7 +69,21 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.password.argon2.memory_kib = 256;
     c.password.argon2.iterations = 1;
     c.admin.password = Some(ADMIN_PASSWORD.to_owned());
+    if on_postgres() {
+        c.database = Some(authd::config::DatabaseConfig::Url {
+            url: e2e::postgres::database(),
+        });
+    }
     c
+}
+
+/// Whether this run is against PostgreSQL (`AUTHD_TEST_DB=postgres`).
+pub fn on_postgres() -> bool {
+    match std::env::var("AUTHD_TEST_DB").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("AUTHD_TEST_DB={other:?}: sqlite or postgres"),
+    }
 }
 
 /// Sends `req` to an app on `state` (for tasks that cannot borrow a
