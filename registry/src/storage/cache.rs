@@ -121,7 +121,60 @@ fn ttl_for(ttls: &[(String, Duration)], name: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::ttl_for;
+    use std::sync::Arc;
     use std::time::Duration;
+
+    use crate::oci::{Digest, Manifest, Reference, RepoName, Tag};
+    use crate::storage::Storage;
+    use crate::storage::backend::memory::MemoryBackend;
+    use crate::storage::gc::GcOptions;
+
+    /// A mirrored tag not checked within its ttl goes with the next
+    /// collection; its manifest too with `delete_untagged`; a tag of a
+    /// repository that is not mirrored stays.
+    #[test]
+    fn gc_drops_mirrored_tags_past_their_ttl() {
+        let s = Storage::new(Arc::new(MemoryBackend::new()));
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let config_digest = Digest::sha256_of(config);
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
+            config.len()
+        );
+        let manifest = Manifest::parse(None, body.as_bytes()).unwrap();
+        let digest = Digest::sha256_of(body.as_bytes());
+        let tag = Tag::parse("latest").unwrap();
+        let mirrored = RepoName::parse("hub/library/busybox").unwrap();
+        let own = RepoName::parse("private/busybox").unwrap();
+        for name in [&mirrored, &own] {
+            s.put_mirrored_manifest(name, Some(&tag), &digest, body.as_bytes(), &manifest)
+                .unwrap();
+        }
+        let gc = |ttl: Duration| GcOptions {
+            grace: Duration::ZERO,
+            delete_untagged: true,
+            expire_tags: vec![("hub".to_owned(), ttl)],
+            ..GcOptions::default()
+        };
+        // Within the ttl: nothing goes.
+        let report = s.gc(&gc(Duration::from_secs(3600))).unwrap();
+        assert_eq!(report.tags_expired, 0);
+        assert!(s.tag_checked(&mirrored, &tag).unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(20));
+        let report = s.gc(&gc(Duration::from_millis(10))).unwrap();
+        assert_eq!(report.tags_expired, 1, "{report}");
+        assert!(s.tag_checked(&mirrored, &tag).unwrap().is_none());
+        let by_digest = Reference::Digest(digest.clone());
+        assert!(
+            s.resolve(&mirrored, &by_digest).unwrap().is_none(),
+            "untagged manifest collected"
+        );
+        assert!(
+            s.tag_checked(&own, &tag).unwrap().is_some(),
+            "own repository untouched"
+        );
+        assert!(s.resolve(&own, &by_digest).unwrap().is_some());
+    }
 
     #[test]
     fn longest_prefix_decides_the_ttl() {
