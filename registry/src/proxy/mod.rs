@@ -641,6 +641,8 @@ mod tests {
 
     #[test]
     fn routes_by_longest_prefix_then_remoteurl() {
+        // reqwest's clients need the process's rustls provider (build_state installs it).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let m = Mirror::new(&[upstream("hub/library"), upstream("hub"), upstream("")]).unwrap();
         let route = |n: &str| {
             m.route(&RepoName::parse(n).unwrap())
