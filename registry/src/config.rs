@@ -60,9 +60,53 @@ pub struct Config {
     /// Where `/metrics` is served, if anywhere.
     pub metrics: Metrics,
     pub auth: AuthConfig,
+    /// Upstreams mirrored as a pull-through cache (`proxy`), most specific
+    /// prefix first; empty when the registry mirrors nothing.
+    pub proxy: Vec<ProxyUpstream>,
     /// Keys of the file or environment that were not understood.
     pub warnings: Vec<String>,
 }
+
+/// One mirrored upstream: repositories under `prefix` are pulled through
+/// from the upstream's repository of the same name without the prefix.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUpstream {
+    /// Repository prefix without trailing slash (`hub`); empty for
+    /// distribution's `proxy.remoteurl`, which mirrors every repository.
+    pub prefix: String,
+    /// Base URL of the upstream registry, without trailing slash.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How long a tag is served without asking the upstream again, and how
+    /// long a tag nobody pulled stays before garbage collection drops it.
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for ProxyUpstream {
+    // The password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyUpstream")
+            .field("prefix", &self.prefix)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The mirrored prefixes and their ttls, for garbage collection.
+    pub fn proxy_ttls(&self) -> Vec<(String, Duration)> {
+        self.proxy
+            .iter()
+            .map(|u| (u.prefix.clone(), u.ttl))
+            .collect()
+    }
+}
+
+/// distribution's `proxy.ttl` default (its scheduler's 7 days).
+pub const DEFAULT_PROXY_TTL: Duration = Duration::from_secs(168 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadPurging {
@@ -282,9 +326,32 @@ pub struct RawConfig {
     pub storage: Option<RawStorage>,
     pub http: RawHttp,
     pub auth: Option<BTreeMap<String, Value>>,
+    pub proxy: Option<RawProxy>,
     // Accepted as distribution's stock config.yml carries them; nothing for
     // us to do with them.
     pub health: Option<Value>,
+}
+
+/// `proxy`: distribution's one upstream (`remoteurl`, `username`,
+/// `password`, `ttl`) and our list of prefixed ones (`upstreams`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawProxy {
+    pub remoteurl: Option<String>,
+    pub username: Option<Value>,
+    pub password: Option<Value>,
+    pub ttl: Option<String>,
+    pub upstreams: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawUpstream {
+    pub prefix: Option<String>,
+    pub remoteurl: Option<String>,
+    pub username: Option<Value>,
+    pub password: Option<Value>,
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -819,6 +886,7 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
     };
 
     let auth = resolve_auth(raw.auth, &mut warnings)?;
+    let proxy = resolve_proxy(raw.proxy.unwrap_or_default())?;
     Ok(Config {
         log_level,
         log_format,
@@ -837,8 +905,84 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         limits,
         metrics,
         auth,
+        proxy,
         warnings,
     })
+}
+
+/// `proxy.remoteurl` becomes the upstream of every repository no prefixed
+/// upstream claims; prefixes are sorted longest first, so the most
+/// specific one wins.
+fn resolve_proxy(raw: RawProxy) -> Result<Vec<ProxyUpstream>, ConfigError> {
+    fn one(
+        key: &str,
+        prefix: &str,
+        url: Option<String>,
+        username: Option<&Value>,
+        password: Option<&Value>,
+        ttl: Option<&str>,
+    ) -> Result<ProxyUpstream, ConfigError> {
+        let url = url.unwrap_or_default();
+        let url = url.trim().trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || reqwest::Url::parse(url).is_err()
+        {
+            return Err(invalid(format!(
+                "{key}.remoteurl {url:?} is not an http:// or https:// URL"
+            )));
+        }
+        let ttl = match ttl {
+            None | Some("") => DEFAULT_PROXY_TTL,
+            Some(s) => parse_duration(s)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| invalid(format!("{key}.ttl {s:?} is not a duration")))?,
+        };
+        let username = username.and_then(scalar_string).filter(|u| !u.is_empty());
+        let password = password.and_then(scalar_string);
+        if username.is_some() != password.is_some() {
+            return Err(invalid(format!("{key}: username and password go together")));
+        }
+        Ok(ProxyUpstream {
+            prefix: prefix.to_owned(),
+            url: url.to_owned(),
+            username,
+            password,
+            ttl,
+        })
+    }
+    let mut out = Vec::new();
+    for (i, u) in raw.upstreams.iter().enumerate() {
+        let key = format!("proxy.upstreams[{i}]");
+        let prefix = u.prefix.as_deref().unwrap_or_default().trim_matches('/');
+        if prefix.is_empty() || !token::name::is_valid_repository(prefix) {
+            return Err(invalid(format!(
+                "{key}.prefix {prefix:?} must be a repository name (`hub`, `mirrors/ghcr`)"
+            )));
+        }
+        if out.iter().any(|o: &ProxyUpstream| o.prefix == prefix) {
+            return Err(invalid(format!("{key}.prefix {prefix:?} is listed twice")));
+        }
+        out.push(one(
+            &key,
+            prefix,
+            u.remoteurl.clone(),
+            u.username.as_ref(),
+            u.password.as_ref(),
+            u.ttl.as_deref(),
+        )?);
+    }
+    if raw.remoteurl.as_deref().is_some_and(|u| !u.is_empty()) {
+        out.push(one(
+            "proxy",
+            "",
+            raw.remoteurl,
+            raw.username.as_ref(),
+            raw.password.as_ref(),
+            raw.ttl.as_deref(),
+        )?);
+    }
+    out.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    Ok(out)
 }
 
 fn scalar_string(v: &Value) -> Option<String> {

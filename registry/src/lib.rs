@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod oci;
+pub mod proxy;
 pub mod routes;
 pub mod state;
 pub mod storage;
@@ -54,11 +55,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     };
     let storage = Arc::new(storage::open(&config).context("opening the storage")?);
     let ui = ui::UiState::new(&authenticator)?;
+    let mirror = proxy::Mirror::new(&config.proxy)?;
     Ok(AppState(Arc::new(App {
         config,
         storage,
         authenticator,
         ui,
+        mirror,
     })))
 }
 
@@ -171,6 +174,7 @@ fn spawn_maintenance(state: &AppState) {
                     .as_ref()
                     .map(|_| state.config.upload_limits.empty_age),
                 uploads_only: false,
+                expire_tags: state.config.proxy_ttls(),
             },
         ));
     }

@@ -143,6 +143,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
                 upload_max_age: Some(uploads_older_than),
                 empty_upload_max_age: Some(settings.upload_limits.empty_age),
                 uploads_only: false,
+                expire_tags: settings.proxy_ttls(),
             };
             let report = storage.gc(&opts)?;
             println!("{report}");

@@ -15,6 +15,8 @@ pub struct App {
     pub authenticator: Authenticator,
     /// The web UI's sessions client and job status.
     pub ui: crate::ui::UiState,
+    /// The pull-through cache's upstreams (`proxy`).
+    pub mirror: crate::proxy::Mirror,
 }
 
 /// Cheap to clone; derefs to [`App`].

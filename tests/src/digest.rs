@@ -12,20 +12,27 @@ pub fn sha256(data: &[u8]) -> String {
 
 /// `sha256:<hex>` of a file's contents, streamed.
 pub fn sha256_file(path: &Path) -> String {
-    let mut file =
-        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    sha256_reader(file, &path.display().to_string()).0
+}
+
+/// `sha256:<hex>` of everything `reader` yields (`what` names it in a
+/// panic), and its length.
+pub fn sha256_reader(mut reader: impl Read, what: &str) -> (String, u64) {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0;
     loop {
-        let n = file
+        let n = reader
             .read(&mut buf)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            .unwrap_or_else(|e| panic!("read {what}: {e}"));
         if n == 0 {
             break;
         }
+        len += n as u64;
         hasher.update(&buf[..n]);
     }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    (format!("sha256:{}", hex::encode(hasher.finalize())), len)
 }
 
 /// The hex part of `algorithm:hex`.

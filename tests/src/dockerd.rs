@@ -31,6 +31,12 @@ impl Dockerd {
     /// Starts a daemon (installing docker.io if missing) and waits until it
     /// answers.
     pub fn start() -> Dockerd {
+        Dockerd::start_with(&serde_json::json!({}))
+    }
+
+    /// Starts a daemon with `daemon_json` as its `daemon.json` (e.g.
+    /// `registry-mirrors`).
+    pub fn start_with(daemon_json: &Value) -> Dockerd {
         let dockerd = require_tool("dockerd", "docker.io");
         let docker = require_tool("docker", "docker.io");
         let dir = crate::temp_dir("dockerd");
@@ -38,9 +44,9 @@ impl Dockerd {
         let sock = d.join("docker.sock");
         let config_dir = d.join("client");
         std::fs::create_dir_all(&config_dir).expect("create the docker client config dir");
-        // An empty daemon.json: a system /etc/docker/daemon.json must not
+        // Our own daemon.json: a system /etc/docker/daemon.json must not
         // change what the test sees.
-        crate::write(&d.join("daemon.json"), "{}");
+        crate::write(&d.join("daemon.json"), daemon_json.to_string());
         let mut cmd = Command::new(dockerd);
         cmd.args([
             "--iptables=false",

@@ -156,6 +156,12 @@ async fn route(
         ));
     }
 
+    // Mirrored repositories: fetched from their upstream into storage
+    // first (or answered, or refused), then served like any other.
+    if let Some(resp) = crate::proxy::serve(&state, &endpoint, &method, &headers).await? {
+        return Ok(resp);
+    }
+
     use Endpoint as E;
     let _uploading = matches!(
         (&endpoint, &method),

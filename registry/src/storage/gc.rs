@@ -81,6 +81,9 @@ pub struct GcOptions {
     pub empty_upload_max_age: Option<Duration>,
     /// Only purge uploads (the scheduled `uploadpurging` of distribution).
     pub uploads_only: bool,
+    /// Mirrored repository prefixes and their ttls: their tags not checked
+    /// against the upstream within the ttl are deleted first (see `cache`).
+    pub expire_tags: Vec<(String, Duration)>,
 }
 
 impl Default for GcOptions {
@@ -92,6 +95,7 @@ impl Default for GcOptions {
             upload_max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             empty_upload_max_age: Some(Duration::from_secs(3600)),
             uploads_only: false,
+            expire_tags: Vec::new(),
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct GcReport {
     pub uploads_deleted: usize,
     pub upload_bytes_freed: u64,
     pub recovered_from_crash: usize,
+    /// Mirrored tags deleted because nobody pulled them within their ttl.
+    pub tags_expired: usize,
     pub elapsed: Duration,
     /// Peak resident memory of the process, in KiB, when known.
     pub peak_rss_kib: Option<u64>,
@@ -143,6 +149,13 @@ impl fmt::Display for GcReport {
             "kept {} items referenced by pushes made during the collection; removed {} dangling blob links",
             self.restored, self.layer_links_removed
         )?;
+        if self.tags_expired > 0 {
+            writeln!(
+                f,
+                "{verb} {} mirrored tags not pulled within their ttl",
+                self.tags_expired
+            )?;
+        }
         if self.recovered_from_crash > 0 {
             writeln!(
                 f,
@@ -243,6 +256,7 @@ impl Storage {
         };
         report.recovered_from_crash = self.recover_interrupted()?;
         if !opts.uploads_only {
+            report.tags_expired = self.expire_mirrored_tags(&opts.expire_tags, opts.dry_run)?;
             self.collect(opts, &mut report)?;
         }
         if opts.upload_max_age.is_some() || opts.empty_upload_max_age.is_some() {

@@ -34,6 +34,7 @@
 
 pub mod backend;
 pub mod browse;
+mod cache;
 pub mod error;
 pub mod fsck;
 pub mod gc;

@@ -1136,6 +1136,7 @@ async fn gc_start(
         dry_run: p.contains_key("dry"),
         grace,
         delete_untagged: p.contains_key("untagged"),
+        expire_tags: state.config.proxy_ttls(),
         ..GcOptions::default()
     };
     let st = state.clone();

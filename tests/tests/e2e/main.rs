@@ -11,6 +11,7 @@ mod conformance;
 mod docker;
 mod harness;
 mod interop;
+mod mirror;
 mod podman;
 mod protocol;
 mod s3;
