@@ -981,7 +981,7 @@ fn resolve_proxy(raw: RawProxy) -> Result<Vec<ProxyUpstream>, ConfigError> {
             raw.ttl.as_deref(),
         )?);
     }
-    out.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    out.sort_by_key(|u| std::cmp::Reverse(u.prefix.len()));
     Ok(out)
 }
 

@@ -357,18 +357,17 @@ impl Mirrored<'_> {
                 .fetches
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            match fetches.get(&key) {
-                Some(rx) => (None, rx.clone()),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    fetches.insert(key.clone(), rx.clone());
-                    let guard = FetchGuard {
-                        state: self.state.clone(),
-                        key,
-                        tx,
-                    };
-                    (Some(guard), rx)
-                }
+            if let Some(rx) = fetches.get(&key) {
+                (None, rx.clone())
+            } else {
+                let (tx, rx) = watch::channel(None);
+                fetches.insert(key.clone(), rx.clone());
+                let guard = FetchGuard {
+                    state: self.state.clone(),
+                    key,
+                    tx,
+                };
+                (Some(guard), rx)
             }
         };
         if let Some(guard) = fetch {
@@ -394,8 +393,7 @@ impl Mirrored<'_> {
         let outcome = done
             .wait_for(Option::is_some)
             .await
-            .map(|v| v.clone())
-            .unwrap_or(Some(Err("the fetch stopped".into())));
+            .map_or_else(|_| Some(Err("the fetch stopped".into())), |v| v.clone());
         match outcome {
             Some(Err(e)) => Err(fetch_failed(self.url(), &e)),
             _ => Ok(None),
