@@ -11,13 +11,10 @@
 //! a tag written by a push (in a repository that was not mirrored then)
 //! simply counts as checked at its push.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-
 use super::error::Context;
-use super::{Result, Storage, StoredManifest, paths};
+use super::{Result, Storage, paths};
 use crate::oci::{Digest, Manifest, RepoName, Tag};
 
 impl Storage {
@@ -41,14 +38,7 @@ impl Storage {
             self.write_link(&paths::tag_index_link(name, tag, digest), digest)?;
             self.tags.invalidate(name);
         }
-        self.manifests.insert(
-            digest.clone(),
-            Arc::new(StoredManifest {
-                digest: digest.clone(),
-                media_type: manifest.media_type,
-                bytes: Bytes::copy_from_slice(bytes),
-            }),
-        );
+        self.cache_manifest(digest, manifest.media_type, bytes);
         Ok(())
     }
 

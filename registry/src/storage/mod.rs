@@ -639,17 +639,22 @@ impl Storage {
             }
             return Err(e);
         }
-        // A request body is often a view into a larger read buffer: cache an
-        // exact copy, so that the cache's byte bound is what it holds.
+        self.cache_manifest(digest, manifest.media_type, bytes);
+        Ok(())
+    }
+
+    /// Keeps a manifest's body in the cache by digest. A request body is
+    /// often a view into a larger read buffer: an exact copy is cached, so
+    /// that the cache's byte bound is what it holds.
+    pub(crate) fn cache_manifest(&self, digest: &Digest, media_type: MediaType, bytes: &[u8]) {
         self.manifests.insert(
             digest.clone(),
             Arc::new(StoredManifest {
                 digest: digest.clone(),
-                media_type: manifest.media_type,
+                media_type,
                 bytes: Bytes::copy_from_slice(bytes),
             }),
         );
-        Ok(())
     }
 
     /// Makes sure the manifest's own bytes are in the blob store and its
