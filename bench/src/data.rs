@@ -207,6 +207,26 @@ pub async fn seeded_root(cache: &Path, spec: SeedSpec, concurrency: usize) -> Re
     Ok(root)
 }
 
+/// Every file under `dir`, with its path relative to `dir`.
+pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(dir.join(&rel))
+            .with_context(|| format!("read {}", dir.join(&rel).display()))?
+        {
+            let entry = entry?;
+            let path = rel.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Copies the seeded data set into `dest` (which must not exist).
 pub fn copy_seed(seed_root: &Path, dest: &Path) -> Result<()> {
     ensure!(!dest.exists(), "{} already exists", dest.display());

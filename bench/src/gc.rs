@@ -148,19 +148,11 @@ fn run(mut cmd: Command, log: &Path) -> Result<(Duration, u64)> {
 
 /// Blobs left on disk under `root`.
 fn count_on_disk(root: &Path) -> Result<usize> {
-    let mut n = 0;
-    let mut stack = vec![root.join(V2).join("blobs")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
-                stack.push(entry.path());
-            } else if entry.file_name() == "data" {
-                n += 1;
-            }
-        }
-    }
-    Ok(n)
+    let files = crate::data::files_under(&root.join(V2).join("blobs"))?;
+    Ok(files
+        .iter()
+        .filter(|f| f.file_name() == Some("data".as_ref()))
+        .count())
 }
 
 /// The GC rows: time and peak memory, ours against distribution.

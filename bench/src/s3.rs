@@ -3,7 +3,7 @@
 //! catalog and tag lists, the GC data set), and counting what lies under a
 //! prefix afterwards.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use futures_util::{StreamExt as _, TryStreamExt as _};
@@ -29,31 +29,11 @@ pub fn store(g: &e2e::garage::Garage) -> Result<AmazonS3> {
         .context("an S3 client for Garage")
 }
 
-/// Every file under `dir`, with its path relative to `dir`.
-fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for entry in std::fs::read_dir(dir.join(&rel))
-            .with_context(|| format!("read {}", dir.join(&rel).display()))?
-        {
-            let entry = entry?;
-            let path = rel.join(entry.file_name());
-            if entry.file_type()?.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Copies the tree at `dir` into the bucket under `prefix` (a registry's
 /// `rootdirectory` without slashes); returns the number of objects.
 pub async fn upload_tree(g: &e2e::garage::Garage, dir: &Path, prefix: &str) -> Result<usize> {
     let store = store(g)?;
-    let files = files_under(dir)?;
+    let files = crate::data::files_under(dir)?;
     let n = files.len();
     futures_util::stream::iter(files)
         .map(|rel| {
