@@ -138,13 +138,14 @@ impl Garage {
             c.arg("-c").arg(&config).args(args);
             c.run_for(Duration::from_secs(60))
         };
-        // The node answers its CLI once its RPC listens.
+        // The node answers its CLI once its RPC listens. (`node id` is no
+        // sign of that: it falls back to reading the key file, and the
+        // `layout assign` after it then finds nobody listening.)
         let started = Instant::now();
-        let node = loop {
-            let out = cli(&["node", "id", "-q"]);
+        loop {
+            let out = cli(&["status"]);
             if out.status.success() {
-                let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                break text.split('@').next().unwrap_or_default().to_owned();
+                break;
             }
             if !daemon.is_running() {
                 return Err(format!("garage exited:\n{}", daemon.log_tail(40)));
@@ -156,7 +157,13 @@ impl Garage {
                 ));
             }
             std::thread::sleep(Duration::from_millis(200));
-        };
+        }
+        let out = cli(&["node", "id", "-q"]);
+        if !out.status.success() {
+            return Err(format!("garage node id:\n{}", describe_output(&out)));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let node = text.split('@').next().unwrap_or_default().to_owned();
         let key_id = format!("GK{}", hex::encode(rand::random::<[u8; 12]>()));
         let key_secret = hex::encode(rand::random::<[u8; 32]>());
         for args in [

@@ -35,6 +35,7 @@
 pub mod backend;
 pub mod browse;
 mod cache;
+mod catalog;
 pub mod error;
 pub mod fsck;
 pub mod gc;
@@ -99,10 +100,6 @@ pub const REVISIONS_CACHE_TTL: Duration = Duration::from_secs(10);
 /// How many calls [`Storage::par_map`] keeps in flight on a remote backend:
 /// enough to hide round trips, few enough not to flood the server.
 const REMOTE_PARALLELISM: usize = 16;
-
-/// How many repository directories a catalog page lists ahead at once on
-/// a remote backend.
-const CATALOG_PREFETCH: usize = 64;
 
 /// Memory given to the cache of manifest bodies, in bytes.
 const MANIFEST_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -355,131 +352,6 @@ impl Storage {
             level = next;
         }
         Ok(out)
-    }
-
-    /// One page of the catalog: repositories after `last` in lexical order,
-    /// for which `keep` holds, at most `n` (all when `None`); and whether
-    /// more follow.
-    ///
-    /// The walk produces names in lexical order directly (a directory's
-    /// entries are visited as the keys `name` and `name/`, sorted), so it can
-    /// skip every subtree that lies wholly before `last` and stop once the
-    /// page is full: a page costs what it lists, not the whole catalog.
-    pub fn catalog_page(
-        &self,
-        last: Option<&str>,
-        n: Option<usize>,
-        keep: &dyn Fn(&str) -> bool,
-    ) -> Result<(Vec<String>, bool)> {
-        let mut out = Vec::new();
-        let limit = n.map_or(usize::MAX, |n| n.saturating_add(1));
-        if limit > 0 {
-            let root = paths::repositories_root();
-            let entries = self.backend.list(&root).context("listing repositories")?;
-            self.catalog_walk(&root, "", entries, last, limit, keep, &mut out)?;
-        }
-        let more = n.is_some_and(|n| out.len() > n);
-        out.truncate(n.unwrap_or(usize::MAX));
-        Ok((out, more))
-    }
-
-    /// The catalog below `dir` (whose listing is `entries`), in lexical
-    /// order, appended to `out` until it holds `limit` names.
-    ///
-    /// One listing of a child directory tells both whether it is a
-    /// repository (it holds `_manifests`) and what is nested in it. On a
-    /// remote backend the listings the walk will need next are fetched
-    /// [`CATALOG_PREFETCH`] at a time in parallel, so a page costs a few
-    /// round trips rather than one per repository.
-    #[allow(clippy::too_many_arguments)]
-    fn catalog_walk(
-        &self,
-        dir: &Path,
-        prefix: &str,
-        entries: Vec<backend::Entry>,
-        last: Option<&str>,
-        limit: usize,
-        keep: &dyn Fn(&str) -> bool,
-        out: &mut Vec<String>,
-    ) -> Result<()> {
-        // Each child appears twice: as the repository it may be (`name`)
-        // and as the parent of nested ones (`name/`).
-        let mut keys: Vec<(String, bool)> = Vec::new();
-        for entry in entries {
-            if !entry.is_prefix || entry.name.starts_with(['.', '_']) {
-                continue;
-            }
-            let name = if prefix.is_empty() {
-                entry.name.clone()
-            } else {
-                format!("{prefix}/{}", entry.name)
-            };
-            if !token::name::is_valid_repository(&name) {
-                continue;
-            }
-            keys.push((format!("{name}/"), true));
-            keys.push((name, false));
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        let wanted = |(key, is_subtree): &(String, bool)| match last {
-            None => true,
-            // Every name below `key/` starts with it: all of them come
-            // before `last` when `last` is past it without starting with it.
-            Some(l) if *is_subtree => l <= key.as_str() || l.starts_with(key.as_str()),
-            Some(l) => key.as_str() > l,
-        };
-        let child_of = |key: &str| {
-            let name = key.trim_end_matches('/');
-            name[name.rfind('/').map_or(0, |i| i + 1)..].to_owned()
-        };
-        let batch = if self.backend.is_remote() {
-            CATALOG_PREFETCH
-        } else {
-            1
-        };
-        let mut listings: std::collections::HashMap<String, Vec<backend::Entry>> =
-            std::collections::HashMap::new();
-        for (i, (key, is_subtree)) in keys.iter().enumerate() {
-            if out.len() >= limit {
-                break;
-            }
-            if !wanted(&keys[i]) {
-                continue;
-            }
-            let child = child_of(key);
-            if !listings.contains_key(&child) {
-                let mut ahead: Vec<String> = Vec::new();
-                for k in keys[i..].iter().filter(|k| wanted(k)) {
-                    if ahead.len() >= batch {
-                        break;
-                    }
-                    let c = child_of(&k.0);
-                    if !listings.contains_key(&c) && !ahead.contains(&c) {
-                        ahead.push(c);
-                    }
-                }
-                let fetched = self.par_map(ahead.clone(), |c| {
-                    self.backend
-                        .list(&dir.join(&c))
-                        .context("listing repositories")
-                })?;
-                listings.extend(ahead.into_iter().zip(fetched));
-            }
-            if *is_subtree {
-                let entries = listings.remove(&child).unwrap_or_default();
-                let name = key.trim_end_matches('/');
-                self.catalog_walk(&dir.join(&child), name, entries, last, limit, keep, out)?;
-            } else {
-                let is_repo = listings
-                    .get(&child)
-                    .is_some_and(|e| e.iter().any(|e| e.is_prefix && e.name == "_manifests"));
-                if is_repo && keep(key) {
-                    out.push(key.clone());
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The digests named by the entries `<dir>/<algorithm>/<hex>` (blob

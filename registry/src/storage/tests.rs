@@ -71,6 +71,7 @@ on_every_backend!(
     gc_collects_only_the_unreferenced_and_takes_the_lease,
     another_replicas_tags_show_within_the_ttl,
     a_manifest_by_digest_is_served_from_memory_on_remote_storage,
+    catalog_pages_are_in_order_and_read_only_what_they_list,
 );
 
 fn replica(backend: &Arc<dyn Backend>) -> Arc<Storage> {
@@ -283,6 +284,15 @@ impl Backend for Counted {
         self.count();
         self.inner.list(prefix)
     }
+    fn list_prefixes_page(
+        &self,
+        prefix: &Path,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> super::Result<(Vec<String>, Option<String>)> {
+        self.count();
+        self.inner.list_prefixes_page(prefix, start_after, max)
+    }
     fn walk(
         &self,
         prefix: &Path,
@@ -365,4 +375,88 @@ async fn a_manifest_by_digest_is_served_from_memory_on_remote_storage(backend: A
     let report = a.run(move |s| s.gc(&untagged)).await.unwrap();
     assert_eq!(report.manifests_deleted, 1, "{report}");
     assert!(a.get_manifest(&name, &by_digest(&d)).unwrap().is_none());
+}
+
+/// Catalog pages over a remote backend (paged listings) agree with one
+/// sorted list of every name, whatever the page size and `last`, also where
+/// listing order and name order differ (`p-01/` lists before `p/`, `p`
+/// sorts before `p-01`); and a page in the middle of a large directory
+/// makes a few requests, not one per 1,000 names before it.
+async fn catalog_pages_are_in_order_and_read_only_what_they_list(backend: Arc<dyn Backend>) {
+    let mut names: Vec<String> = (1..=30).map(|i| format!("p-{i:02}")).collect();
+    names.extend(["p", "p/q", "p/q-r", "p/q/s", "p.z", "q", "q.1/x", "r-1"].map(str::to_owned));
+    names.extend((0..150).map(|i| format!("many/r{i:04}")));
+    // Repositories are directories holding `_manifests`; one object each
+    // is enough for the catalog. `q.1` holds only a nested repository.
+    let backend_ref = &backend;
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(16) {
+            scope.spawn(move || {
+                for n in chunk {
+                    let path = super::paths::manifests_dir(&repo(n)).join("marker");
+                    backend_ref.put(&path, b"x", Durability::Durable).unwrap();
+                }
+            });
+        }
+    });
+    let mut expected = names.clone();
+    expected.sort();
+    let counted = Arc::new(Counted {
+        inner: backend.clone(),
+        calls: AtomicUsize::new(0),
+    });
+    let s = Arc::new(Storage::new(counted.clone()));
+    let all = |_: &str| true;
+    assert_eq!(
+        s.catalog_page(None, None, &all).unwrap(),
+        (expected.clone(), false)
+    );
+    for n in [1, 3, 7, 40] {
+        let mut walked = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let (page, more) = s.catalog_page(last.as_deref(), Some(n), &all).unwrap();
+            assert!(page.len() <= n);
+            walked.extend(page.iter().cloned());
+            if !more {
+                break;
+            }
+            last = page.last().cloned();
+        }
+        assert_eq!(walked, expected, "pages of {n}");
+    }
+    // `last` need not be a repository.
+    let (page, _) = s.catalog_page(Some("p-1"), Some(3), &all).unwrap();
+    assert_eq!(page, ["p-10", "p-11", "p-12"]);
+    let (page, _) = s.catalog_page(Some("p/q-"), Some(2), &all).unwrap();
+    assert_eq!(page, ["p/q-r", "p/q/s"]);
+    // `keep` filters without shortening the page.
+    let (page, more) = s
+        .catalog_page(Some("many/r0100"), Some(5), &|n| !n.ends_with('1'))
+        .unwrap();
+    assert_eq!(
+        (page, more),
+        (
+            [
+                "many/r0102",
+                "many/r0103",
+                "many/r0104",
+                "many/r0105",
+                "many/r0106"
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            true
+        )
+    );
+    // A page deep in `many/` reads a page of its listing, and the ten
+    // directories it returns, not the 100 names before it.
+    let before = counted.calls.load(Ordering::SeqCst);
+    let (page, _) = s.catalog_page(Some("many/r0100"), Some(10), &all).unwrap();
+    assert_eq!(page.len(), 10);
+    let calls = counted.calls.load(Ordering::SeqCst) - before;
+    assert!(
+        calls <= 2 + 2 + 15,
+        "{calls} storage calls for a page of 10"
+    );
 }

@@ -144,6 +144,45 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// listing).
     fn list(&self, prefix: &Path) -> Result<Vec<Entry>>;
 
+    /// One page of the directories directly under `prefix`, for walks
+    /// that stop early (catalog pages). Entries are ordered by their key
+    /// relative to `prefix` (`name/` for a directory, `name` for an
+    /// object) as bytes, start after the key `start_after`, and number at
+    /// most `max` of either kind; only the directories' names are
+    /// returned. The second value is the key to continue after, `None`
+    /// when the listing is complete.
+    ///
+    /// The default reads the whole listing and cuts the page out of it;
+    /// object stores ask for the page alone (S3: `start-after`,
+    /// `max-keys`).
+    fn list_prefixes_page(
+        &self,
+        prefix: &Path,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        let mut keys: Vec<(String, bool)> = self
+            .list(prefix)?
+            .into_iter()
+            .map(|e| {
+                if e.is_prefix {
+                    (format!("{}/", e.name), true)
+                } else {
+                    (e.name, false)
+                }
+            })
+            .filter(|(key, _)| start_after.is_none_or(|after| key.as_str() > after))
+            .collect();
+        keys.sort_unstable();
+        let next = (keys.len() > max.max(1)).then(|| keys[max.max(1) - 1].0.clone());
+        keys.truncate(max.max(1));
+        let names = keys
+            .into_iter()
+            .filter_map(|(key, is_prefix)| is_prefix.then(|| key.trim_end_matches('/').to_owned()))
+            .collect();
+        Ok((names, next))
+    }
+
     /// Every object under `prefix` at any depth, in no particular order,
     /// with its path relative to `prefix` and its metadata: one directory
     /// walk, or one flat paged listing (no per-object stat). `f` may stop

@@ -50,6 +50,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
 use object_store::signer::Signer;
@@ -595,6 +596,56 @@ impl Backend for S3Backend {
         Ok(out)
     }
 
+    fn list_prefixes_page(
+        &self,
+        prefix: &Path,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        // ListObjectsV2 with a delimiter, `start-after` and `max-keys`: the
+        // page alone, however large the listing is.
+        let base = self
+            .prefix_key(prefix)
+            .map_or_else(String::new, |k| format!("{k}/"));
+        let opts = PaginatedListOptions {
+            offset: start_after.map(|after| format!("{base}{after}")),
+            delimiter: Some("/".into()),
+            max_keys: Some(max.clamp(1, 1000)),
+            ..PaginatedListOptions::default()
+        };
+        let page = self
+            .block_on(
+                self.store
+                    .list_paginated((!base.is_empty()).then_some(base.as_str()), opts),
+            )
+            .map_err(|e| map_err(e, &prefix.to_string_lossy()))?;
+        let names: Vec<String> = page
+            .result
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .map(str::to_owned)
+            .collect();
+        // The page's last key, directories with their `/`, is where the
+        // next one starts.
+        let next = page.page_token.is_some().then(|| {
+            let dirs = names.iter().map(|n| format!("{n}/"));
+            let objects = page
+                .result
+                .objects
+                .iter()
+                .filter_map(|o| o.location.filename().map(str::to_owned));
+            dirs.chain(objects).max().unwrap_or_default()
+        });
+        if next.as_deref() == Some("") {
+            return Err(Error::Io(format!(
+                "listing {}: a page was cut but held no key",
+                prefix.display()
+            )));
+        }
+        Ok((names, next))
+    }
+
     fn walk(&self, prefix: &Path, f: &mut dyn FnMut(&Path, Meta) -> Result<()>) -> Result<()> {
         let pkey = self.prefix_key(prefix);
         let mut listing = self.store.list(pkey.as_ref());
@@ -1071,6 +1122,14 @@ impl Writer for S3Writer {
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
+        // What is left goes out as one more part when S3 accepts it as
+        // one (parts need not be of equal size), so the next writer need
+        // not fetch it back: only a rest under the minimum part size is
+        // kept as a tail object.
+        if self.buf.len() as u64 >= MIN_CHUNK_SIZE {
+            let rest = std::mem::take(&mut self.buf).freeze();
+            self.send_part(rest)?;
+        }
         self.settle_all()?;
         let old_tail = self.record.tail.take();
         let tail = Bytes::from(std::mem::take(&mut self.buf));
@@ -1256,6 +1315,72 @@ pub(crate) mod tests {
         assert!(got[..part.len()].iter().all(|&b| b == 1));
         // Nothing of the upload is left in the bucket.
         assert!(f.backend.list(Path::new("t/_uploads")).unwrap().is_empty());
+    }
+
+    /// A PATCH of at least the minimum part size leaves its rest as a
+    /// part, not as a tail object the next PATCH must download again; a
+    /// smaller rest is a tail. Either way the bytes come out in order.
+    #[test]
+    fn a_rest_of_a_part_s_size_is_sent_as_a_part() {
+        let f = fixture();
+        // Parts of twice the minimum, so that a rest can be a part's size.
+        let backend = S3Backend::open(&S3Config {
+            chunksize: 2 * MIN_CHUNK_SIZE,
+            ..config(&f.garage, "suite")
+        })
+        .unwrap();
+        let up = Path::new("t/_uploads/u2/data");
+        let key = backend.key_of(up);
+        let record = || {
+            backend
+                .block_on(S3Backend::record(&backend.store, &key))
+                .unwrap()
+                .unwrap()
+                .0
+        };
+        let min = MIN_CHUNK_SIZE as usize;
+        let mut expected = Vec::new();
+        let mut w = backend.writer(up, WriteMode::Create).unwrap();
+        let first = vec![2u8; min + min / 2];
+        w.write(Bytes::from(first.clone())).unwrap();
+        w.close().unwrap();
+        expected.extend_from_slice(&first);
+        let r = record();
+        assert_eq!(r.tail, None, "{r:?}");
+        assert_eq!(
+            r.parts.iter().map(|p| p.size).collect::<Vec<_>>(),
+            [first.len() as u64]
+        );
+        let mut w = f
+            .backend
+            .writer(
+                up,
+                WriteMode::Resume {
+                    size: expected.len() as u64,
+                },
+            )
+            .unwrap();
+        w.write(Bytes::from_static(b"short")).unwrap();
+        w.close().unwrap();
+        expected.extend_from_slice(b"short");
+        let r = record();
+        assert!(r.tail.is_some(), "{r:?}");
+        assert_eq!(r.tail_size, 5);
+        let other = S3Backend::open(&config(&f.garage, "suite")).unwrap();
+        let mut w = other
+            .writer(
+                up,
+                WriteMode::Resume {
+                    size: expected.len() as u64,
+                },
+            )
+            .unwrap();
+        let last = vec![3u8; min];
+        w.write(Bytes::from(last.clone())).unwrap();
+        expected.extend_from_slice(&last);
+        w.commit(Path::new("t/blobs/y/data")).unwrap();
+        let got = f.backend.get(Path::new("t/blobs/y/data")).unwrap().unwrap();
+        assert!(got[..] == expected[..], "the committed bytes differ");
     }
 
     #[test]
