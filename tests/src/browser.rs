@@ -170,8 +170,21 @@ impl Browser {
     }
 
     /// Types `text` into the field matching `css` (after clearing it).
-    /// `"\n"` at the end presses Enter.
+    /// `"\n"` at the end presses Enter, which submits the form: the next
+    /// page is then loaded before this returns.
     pub fn fill(&self, css: &str, text: &str) {
+        // A newline submits a one-line field's form; in a text area it is
+        // only a line break.
+        let submits = text.ends_with('\n') && {
+            let tag = self.eval(&format!(
+                "return document.querySelector({}).tagName;",
+                serde_json::Value::from(css)
+            ));
+            tag.as_str() != Some("TEXTAREA")
+        };
+        if submits {
+            self.mark_page();
+        }
         self.rt.block_on(async {
             let e = self
                 .c()
@@ -185,11 +198,24 @@ impl Browser {
                 .await
                 .unwrap_or_else(|e| panic!("type into {css}: {e}"));
         });
+        if submits {
+            self.wait_for_next_page(&format!("typing into {css}"));
+        }
     }
 
-    /// Clicks the first element matching `css` (a link or button: the
-    /// next page is loaded before this returns).
+    /// Clicks the first element matching `css`, a link or a submit button:
+    /// the next page is loaded before this returns, so an element the old
+    /// page also had (`#done`, `#repositories`) is never mistaken for the
+    /// answer.
     pub fn click(&self, css: &str) {
+        self.mark_page();
+        self.toggle(css);
+        self.wait_for_next_page(&format!("clicking {css}"));
+    }
+
+    /// Clicks the first element matching `css` that stays on the page (a
+    /// checkbox, a radio button).
+    pub fn toggle(&self, css: &str) {
         self.rt.block_on(async {
             let e = self
                 .c()
@@ -202,8 +228,9 @@ impl Browser {
         });
     }
 
-    /// Clicks the link whose text is `text`.
+    /// Clicks the link whose text is `text` and waits for the next page.
     pub fn click_link(&self, text: &str) {
+        self.mark_page();
         self.rt.block_on(async {
             let e = self
                 .c()
@@ -214,6 +241,34 @@ impl Browser {
                 .await
                 .unwrap_or_else(|e| panic!("click {text:?}: {e}"));
         });
+        self.wait_for_next_page(&format!("clicking the link {text:?}"));
+    }
+
+    /// Leaves a mark on the current document; a newly loaded one has none.
+    fn mark_page(&self) {
+        self.eval("window.__e2eOldPage = true; return null;");
+    }
+
+    /// Waits (10 s at most) until the marked document is replaced by a
+    /// fully loaded one. Scripts may fail while the navigation is under
+    /// way; that is waited out too.
+    fn wait_for_next_page(&self, after: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let loaded = self.rt.block_on(self.c().execute(
+                "return window.__e2eOldPage === undefined && document.readyState === 'complete';",
+                Vec::new(),
+            ));
+            if matches!(loaded, Ok(serde_json::Value::Bool(true))) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new page within 10 s after {after} (still on {})",
+                self.url()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Runs a script in the page and returns its JSON result.

@@ -288,7 +288,7 @@ fn admin_pages_add_user_grant_import_and_revoke_tokens() {
     b.click_link("bob");
     b.wait_for("#grant-pattern");
     b.fill("#grant-pattern", "bob/*");
-    b.click("#user-grant-push");
+    b.toggle("#user-grant-push");
     b.click("#add-grant");
     b.wait_for("#done");
     let (_, grants) = s.authd.admin_call(Method::GET, "/grants?subject=bob", None);
@@ -369,7 +369,7 @@ fn admin_pages_add_user_grant_import_and_revoke_tokens() {
     );
 
     // Disable bob.
-    b.click("#flag-disabled");
+    b.toggle("#flag-disabled");
     b.click("#save-flags");
     b.wait_for("#done");
     assert_eq!(
@@ -394,7 +394,7 @@ fn admin_pages_add_user_grant_import_and_revoke_tokens() {
     // Garbage collection, and its last run.
     b.goto(&s.ui("/ui/gc"));
     b.fill("#grace", "0s");
-    b.click("#dry");
+    b.toggle("#dry");
     b.click("form[action='/ui/gc'] button");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !b.text("#gc-last").contains("scanned") {
