@@ -24,6 +24,8 @@ pub struct Worker {
     pub config: Arc<EndpointConfig>,
     pub journal: Arc<Journal>,
     pub shutdown: watch::Receiver<bool>,
+    /// Where it starts: its saved cursor, loaded before the first request.
+    pub cursor: u64,
 }
 
 /// Whether `endpoint` takes the queued event `line`.
@@ -75,20 +77,7 @@ impl Worker {
         let dropped =
             metrics::counter!("registry_notifications_dropped_total", "endpoint" => name.clone());
         let mut end_rx = self.journal.subscribe();
-        let (journal, index) = (self.journal.clone(), self.index);
-        let n = name.clone();
-        let mut cursor =
-            match tokio::task::spawn_blocking(move || journal.load_cursor(index, &n)).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    tracing::error!("notification endpoint {name}: cannot read its cursor: {e}");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!("notification endpoint {name}: {e}");
-                    return;
-                }
-            };
+        let mut cursor = self.cursor;
         let mut reader: Option<Reader> = None;
         loop {
             if *self.shutdown.borrow() {

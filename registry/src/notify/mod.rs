@@ -183,11 +183,17 @@ impl Notifier {
                 e.threshold,
                 e.backoff
             );
+            // Before any request: a new endpoint starts at the end of the
+            // queue as it is now, not at a later point.
+            let cursor = journal.load_cursor(index, &e.name).with_context(|| {
+                format!("reading the cursor of notification endpoint {}", e.name)
+            })?;
             let w = endpoint::Worker {
                 index,
                 config: e.clone(),
                 journal: journal.clone(),
                 shutdown: shutdown.subscribe(),
+                cursor,
             };
             workers.push(tokio::spawn(w.run()));
         }
