@@ -47,7 +47,7 @@ pub fn url_for_logs(url: &str) -> String {
                 "{}://{}{}",
                 u.scheme(),
                 u.host_str().unwrap_or_default(),
-                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+                u.port().map_or_else(String::new, |p| format!(":{p}"))
             )
         },
     )

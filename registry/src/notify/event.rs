@@ -37,6 +37,7 @@ pub struct Event {
     pub source: SourceRecord,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

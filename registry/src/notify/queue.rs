@@ -176,7 +176,7 @@ impl Journal {
         });
         journal.record_bytes();
         let file = Arc::new(file);
-        let syncer = (!fsync).then(|| spawn_syncer(file.clone()));
+        let syncer = (!fsync).then(spawn_syncer);
         let writer = Writer {
             journal: journal.clone(),
             file,
@@ -403,7 +403,7 @@ pub struct Writer {
 
 /// fsyncs the files it is sent, coalescing: the writes are acknowledged
 /// before, so requests never wait for it.
-fn spawn_syncer(_first: Arc<File>) -> std::sync::mpsc::Sender<Arc<File>> {
+fn spawn_syncer() -> std::sync::mpsc::Sender<Arc<File>> {
     let (tx, rx) = std::sync::mpsc::channel::<Arc<File>>();
     std::thread::Builder::new()
         .name("notify-fsync".into())

@@ -537,7 +537,10 @@ fn events_queued_while_the_receiver_is_down_survive_restarts() {
     let url = receiver.url("/events");
     receiver.stop();
 
+    // Our own root: it outlives each registry process.
+    let data = e2e::temp_dir("notify-acc");
     let mut registry = Registry::builder()
+        .root(data.path().join("data"))
         .yaml(
             "notifications.endpoints",
             json!([endpoint("acc", &url, json!({}))]),
