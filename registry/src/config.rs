@@ -63,6 +63,8 @@ pub struct Config {
     /// Upstreams mirrored as a pull-through cache (`proxy`), most specific
     /// prefix first; empty when the registry mirrors nothing.
     pub proxy: Vec<ProxyUpstream>,
+    /// Webhooks (`notifications`); off without endpoints.
+    pub notifications: crate::notify::config::Notifications,
     /// Keys of the file or environment that were not understood.
     pub warnings: Vec<String>,
 }
@@ -327,6 +329,8 @@ pub struct RawConfig {
     pub http: RawHttp,
     pub auth: Option<BTreeMap<String, Value>>,
     pub proxy: Option<RawProxy>,
+    /// Read by `notify::config`, which reports its own unknown keys.
+    pub notifications: Option<Value>,
     // Accepted as distribution's stock config.yml carries them; nothing for
     // us to do with them.
     pub health: Option<Value>,
@@ -778,6 +782,12 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
     };
 
     let http = raw.http;
+    let notifications = crate::notify::config::resolve(
+        raw.notifications,
+        &driver,
+        http.host.as_deref(),
+        &mut warnings,
+    )?;
     if let Some(net) = http.net.as_deref()
         && net != "tcp"
     {
@@ -906,6 +916,7 @@ fn resolve(raw: RawConfig, mut warnings: Vec<String>) -> Result<Config, ConfigEr
         metrics,
         auth,
         proxy,
+        notifications,
         warnings,
     })
 }

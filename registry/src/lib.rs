@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod notify;
 pub mod oci;
 pub mod proxy;
 pub mod routes;
@@ -56,12 +57,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let storage = Arc::new(storage::open(&config).context("opening the storage")?);
     let ui = ui::UiState::new(&authenticator)?;
     let mirror = proxy::Mirror::new(&config.proxy)?;
+    let notifier = notify::Notifier::start(&config.notifications)?;
     Ok(AppState(Arc::new(App {
         config,
         storage,
         authenticator,
         ui,
         mirror,
+        notifier,
     })))
 }
 
@@ -115,6 +118,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let state = build_state(config).await?;
     spawn_maintenance(&state);
+    let notifier = state.notifier.clone();
+    if let Some(n) = &notifier {
+        n.set_port(local.port());
+    }
     let app = app(state);
 
     let scheme = if options.tls.is_some() {
@@ -136,7 +143,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some((listener, path)) = debug {
         service::metrics::spawn_listener(listener, &path, &options);
     }
-    service::serve(listener, app, options, service::shutdown_signal()).await?;
+    let served = service::serve(listener, app, options, service::shutdown_signal()).await;
+    // After the requests in flight: their events are in the queue.
+    if let Some(n) = notifier {
+        n.shutdown().await;
+    }
+    served?;
     Ok(())
 }
 

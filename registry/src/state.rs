@@ -17,6 +17,8 @@ pub struct App {
     pub ui: crate::ui::UiState,
     /// The pull-through cache's upstreams (`proxy`).
     pub mirror: crate::proxy::Mirror,
+    /// Webhooks (`notifications`), when an endpoint is enabled.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// Cheap to clone; derefs to [`App`].

@@ -56,6 +56,21 @@ pub async fn get(
     headers.insert(CONTENT_LENGTH, HeaderValue::from(m.bytes.len()));
     h::set_digest(headers, &m.digest);
     h::set(headers, ETAG, &format!("\"{}\"", m.digest));
+    if let Some(n) = state.notifier.as_ref().filter(|_| !head) {
+        let references = if n.include_references() {
+            Manifest::parse(Some(m.media_type.as_str()), &m.bytes)
+                .map(|p| crate::notify::references(&p))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        resp.extensions_mut().insert(crate::notify::Detail {
+            media_type: m.media_type.as_str().to_owned(),
+            size: m.bytes.len() as u64,
+            references,
+            mounted_from: None,
+        });
+    }
     Ok(resp)
 }
 
@@ -115,6 +130,16 @@ pub async fn put(
         Reference::Tag(tag) => (Digest::sha256_of(&bytes), Some(tag.clone())),
     };
 
+    let detail = state.notifier.as_ref().map(|n| crate::notify::Detail {
+        media_type: manifest.media_type.as_str().to_owned(),
+        size: bytes.len() as u64,
+        references: if n.include_references() {
+            crate::notify::references(&manifest)
+        } else {
+            Vec::new()
+        },
+        mounted_from: None,
+    });
     let (n, d) = (name.clone(), digest.clone());
     let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
     state
@@ -132,7 +157,11 @@ pub async fn put(
     if let Some(subject) = subject {
         h::set(&mut headers, h::OCI_SUBJECT, &subject.to_string());
     }
-    Ok(empty_response(StatusCode::CREATED, headers))
+    let mut resp = empty_response(StatusCode::CREATED, headers);
+    if let Some(d) = detail {
+        resp.extensions_mut().insert(d);
+    }
+    Ok(resp)
 }
 
 pub async fn delete(

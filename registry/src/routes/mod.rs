@@ -133,6 +133,21 @@ async fn route(
         _ => None,
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();
+    // What an event records of the request, when events are sent.
+    let event = state.notifier.as_ref().map(|_| {
+        (
+            crate::notify::RequestInfo::new(
+                &method,
+                &parts.uri,
+                &parts.headers,
+                &parts.extensions,
+                subject.as_deref(),
+                state.config.tls.is_some(),
+            ),
+            endpoint.clone(),
+            method.clone(),
+        )
+    });
     let headers = parts.headers;
     let is_head = method == Method::HEAD;
 
@@ -168,7 +183,7 @@ async fn route(
         (E::UploadStart(_), _) | (E::Upload(..), &Method::PATCH | &Method::PUT)
     )
     .then(|| UPLOADS_IN_PROGRESS.enter());
-    match (endpoint, method) {
+    let mut result = match (endpoint, method) {
         (E::Base, _) => Ok(json_response(StatusCode::OK, b"{}".to_vec())),
         (E::Catalog, _) => catalog::list(&state, &granted, &caller, &query).await,
         (E::Tags(name), _) => tags::list(&state, &granted, &name, &query).await,
@@ -206,7 +221,13 @@ async fn route(
         }
         (E::Upload(name, id), _) => uploads::cancel(&state, &granted, &name, id).await,
         (E::Repository(name), _) => delete_repository(&state, &granted, &name).await,
+    };
+    if let (Some(notifier), Some((info, endpoint, method)), Ok(resp)) =
+        (&state.notifier, &event, &mut result)
+    {
+        notifier.record(info, endpoint, method, resp).await;
     }
+    result
 }
 
 /// `DELETE /v2/<name>/`: the repository's manifests, tags, blob links and

@@ -97,18 +97,18 @@ async fn try_mount(
     if !caller.may_pull(&from) {
         return Ok(None);
     }
-    let (n, d) = (name.clone(), digest.clone());
+    let (n, d, f) = (name.clone(), digest.clone(), from.clone());
     let mounted = state
         .storage
         .run(move |s| {
-            if s.stat_blob(&from, &d)?.is_none() {
-                return Ok(false);
-            }
+            let Some(size) = s.stat_blob(&f, &d)? else {
+                return Ok(None);
+            };
             s.link_blob(&n, &d)?;
-            Ok(true)
+            Ok(Some(size))
         })
         .await?;
-    Ok(mounted.then(|| blob_created(name, digest)))
+    Ok(mounted.map(|size| blob_created(name, digest, size, Some(&from))))
 }
 
 pub async fn status(state: &AppState, _: &Granted, name: &RepoName, id: Uuid) -> Result<Response> {
@@ -178,6 +178,7 @@ async fn complete(
 ) -> Result<Response> {
     let mut upload = state.storage.lock_upload(name, id).await?;
     append(state, name, id, &mut upload, req_headers, body).await?;
+    let size = upload.offset;
     let (n, d) = (name.clone(), digest.clone());
     let mut taken = std::mem::replace(&mut *upload, UploadState::empty());
     let (result, back) = state
@@ -189,7 +190,7 @@ async fn complete(
         .await?;
     *upload = back;
     result?;
-    Ok(blob_created(name, digest))
+    Ok(blob_created(name, digest, size, None))
 }
 
 /// Streams a request body into the upload, enforcing `Content-Range` (the
@@ -339,7 +340,9 @@ fn upload_response(status: StatusCode, name: &RepoName, id: Uuid, offset: u64) -
     resp
 }
 
-fn blob_created(name: &RepoName, digest: &Digest) -> Response {
+/// `201 Created` for a blob pushed (of `size` bytes) or mounted `from`
+/// another repository.
+fn blob_created(name: &RepoName, digest: &Digest, size: u64, from: Option<&RepoName>) -> Response {
     let mut headers = HeaderMap::new();
     h::set(
         &mut headers,
@@ -347,7 +350,13 @@ fn blob_created(name: &RepoName, digest: &Digest) -> Response {
         &format!("/v2/{name}/blobs/{digest}"),
     );
     h::set_digest(&mut headers, digest);
-    empty_response(StatusCode::CREATED, headers)
+    let mut resp = empty_response(StatusCode::CREATED, headers);
+    resp.extensions_mut().insert(crate::notify::Detail {
+        size,
+        mounted_from: from.map(ToString::to_string),
+        ..crate::notify::Detail::default()
+    });
+    resp
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod docker;
 mod harness;
 mod interop;
 mod mirror;
+mod notifications;
 mod podman;
 mod protocol;
 mod s3;
