@@ -14,6 +14,7 @@ mod interop;
 mod mirror;
 mod podman;
 mod protocol;
+mod replicas;
 mod s3;
 mod skopeo;
 mod tls_proxy;
