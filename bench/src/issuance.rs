@@ -84,7 +84,7 @@ fn engine(args: &Args, engine: &'static str, duration: Duration, run_dir: &Path)
     let (_, access_token) = authd.access_token(USER, "bench-ci", &[("bench/*", "pull,push")], None);
 
     let http = e2e::api::http_client();
-    let login: Value = http
+    let resp = http
         .post(format!("{}/token", authd.url()))
         .form(&[
             ("grant_type", "password"),
@@ -96,10 +96,13 @@ fn engine(args: &Args, engine: &'static str, duration: Duration, run_dir: &Path)
             ("scope", SCOPE),
         ])
         .send()
-        .and_then(reqwest::blocking::Response::error_for_status)
-        .context("password login")?
-        .json()
-        .context("login response")?;
+        .context("password login")?;
+    ensure!(
+        resp.status().is_success(),
+        "password login: {}",
+        resp.status()
+    );
+    let login: Value = resp.json().context("login response")?;
     let refresh = login["refresh_token"]
         .as_str()
         .context("no refresh token in the login response")?;

@@ -38,7 +38,7 @@ const PASSWORD: &str = "ann-password-1";
 
 /// The whole stack; fields drop in order (nginx first).
 struct Stack {
-    nginx: Nginx,
+    _nginx: Nginx,
     /// `127.0.0.1:PORT` of the registries' front.
     registry_front: String,
     /// `http://127.0.0.1:PORT` of authd's front.
@@ -143,7 +143,7 @@ impl Stack {
             registry_port,
             &[registries[0].host(), registries[1].host()],
             authd_port,
-            &[&authd_addrs[0], &authd_addrs[1]],
+            &[authd_addrs[0].as_str(), authd_addrs[1].as_str()],
         );
         let nginx = Nginx::start(&config, SocketAddr::from(([127, 0, 0, 1], registry_port)));
         wait_for("authd's front", Duration::from_secs(30), || {
@@ -151,7 +151,7 @@ impl Stack {
         });
 
         let stack = Stack {
-            nginx,
+            _nginx: nginx,
             registry_front: format!("127.0.0.1:{registry_port}"),
             authd_front,
             upstream_log,
