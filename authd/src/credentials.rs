@@ -41,16 +41,17 @@ pub async fn check(app: &App, name: &str, password: &str, client: IpAddr) -> Res
         return Ok(Caller { user, token: None });
     }
     // Reserved before the check, like a password check, so that concurrent
-    // guesses cannot exceed the free failures.
+    // guesses cannot exceed the free failures; the shared counts are read
+    // only when this process knows of failures (the check is a hash).
     let reservation = app
         .auth
         .throttle()
-        .reserve(name, client)
+        .reserve_cheap(name, client)
         .await
         .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
     match check_token(&app.db, name, password, client).await {
         Ok((user, token)) => {
-            reservation.success();
+            reservation.success().await;
             Ok(Caller {
                 user,
                 token: Some(token),
@@ -58,7 +59,7 @@ pub async fn check(app: &App, name: &str, password: &str, client: IpAddr) -> Res
         }
         Err(e @ Error::Unauthorized(_)) => {
             tracing::warn!(account = %name.escape_debug(), client = %client, "failed access token login");
-            match reservation.failure() {
+            match reservation.failure().await {
                 Some(retry_after) => Err(Error::TooManyRequests { retry_after }),
                 None => Err(e),
             }

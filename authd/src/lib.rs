@@ -147,7 +147,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Key rotation pick-up and refresh-token cleanup.
+/// Key rotation pick-up, refresh-token cleanup and the throttle's view of
+/// the failures other replicas record.
 fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let keys = state.clone();
     let poll_keys = tokio::spawn(async move {
@@ -175,5 +176,6 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             }
         }
     });
-    vec![poll_keys, clean_tokens]
+    let throttle = tokio::spawn(state.auth.throttle().clone().run_sync());
+    vec![poll_keys, clean_tokens, throttle]
 }

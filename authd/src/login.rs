@@ -112,7 +112,8 @@ fn may_exist(name: &str) -> bool {
 }
 
 impl Authenticator {
-    pub fn new(config: &Config) -> Result<Authenticator, Error> {
+    /// `db`: where the failure counts of the throttle are shared.
+    pub fn new(config: &Config, db: &Db) -> Result<Authenticator, Error> {
         let hasher = Hasher::new(config.password.argon2).map_err(Error::internal)?;
         let dummy_hash = hasher.hash(password::random_password().as_bytes())?;
         let cache = (config.password.cache_ttl > 0).then(|| {
@@ -130,7 +131,7 @@ impl Authenticator {
                 stats: HashStats::default(),
                 cache,
                 mac_key,
-                throttle: Throttle::new(&config.throttle),
+                throttle: Throttle::shared(&config.throttle, db.clone()),
                 dummy_hash,
                 permits: Arc::new(tokio::sync::Semaphore::new(parallel * 2)),
                 max_parallel: parallel * 2,
@@ -156,7 +157,7 @@ impl Authenticator {
     }
 
     /// The failure throttle, shared with the access-token check.
-    pub(crate) fn throttle(&self) -> &Throttle {
+    pub fn throttle(&self) -> &Throttle {
         &self.inner.throttle
     }
 
@@ -181,7 +182,7 @@ impl Authenticator {
         client: IpAddr,
     ) -> Result<User, Error> {
         let inner = &self.inner;
-        if let Err(retry_after) = inner.throttle.check(name, client) {
+        if let Err(retry_after) = inner.throttle.check(name, client).await {
             return Err(Error::TooManyRequests { retry_after });
         }
         let user = if may_exist(name) && password.len() <= MAX_PASSWORD_LEN {
@@ -195,7 +196,7 @@ impl Authenticator {
             && let Some(remembered) = cache.get(&key)
             && bool::from(remembered.ct_eq(&fingerprint(&user.password_hash)))
         {
-            inner.throttle.clear(name, client);
+            inner.throttle.clear(name, client).await;
             return accept(user.clone());
         }
 
@@ -319,7 +320,7 @@ impl Check {
             .await?;
         let actor = client_actor(client);
         let Some(mut user) = user.filter(|_| matches) else {
-            let retry = reservation.failure();
+            let retry = reservation.failure().await;
             tracing::warn!(account = %name.escape_debug(), client = %client, "failed login");
             let sink = inner.audit(&db);
             sink.record(&actor, "login.failure", &name, "");
@@ -336,7 +337,7 @@ impl Check {
                 None => Error::unauthorized("invalid user name or password"),
             });
         };
-        reservation.success();
+        reservation.success().await;
 
         if HashFormat::detect(&user.password_hash).is_some_and(HashFormat::is_legacy) {
             let hasher = inner.hasher.clone();

@@ -39,7 +39,7 @@ impl AppState {
         crate::util::create_private_dir(&config.data_dir)?;
         let db = Db::open(&config.database_location()).await?;
         let keys = KeyStore::open(&config)?;
-        let auth = Authenticator::new(&config)?;
+        let auth = Authenticator::new(&config, &db)?;
         let (password, generated) = match &config.admin.password {
             Some(p) => (p.clone(), false),
             None => (crate::password::random_password(), true),

@@ -57,3 +57,57 @@ async fn sqlite_install_moves_to_postgres() {
     let id = pg.add_grant("alice", "shared/*", &["pull"]).await;
     assert!(id > 1, "{id}");
 }
+
+/// The audit log goes over in multi-row INSERTs: every row arrives intact,
+/// across read pages (5,000) and write batches (1,000), ids and all.
+#[tokio::test]
+async fn every_audit_row_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authd.db");
+    let from = Db::open(&Location::Sqlite(path.clone())).await.unwrap();
+    let sqlite = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    // Ids with gaps (deleted entries), texts with quotes, commas, NUL-free
+    // Unicode and empty strings.
+    let mut tx = sqlite.begin().await.unwrap();
+    for i in 0..12_345_i64 {
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, actor, action, target, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(i * 3 + 1)
+        .bind(1_700_000_000 + i)
+        .bind(format!("api:user{}", i % 7))
+        .bind(if i % 2 == 0 {
+            "login.failure"
+        } else {
+            "grant.add"
+        })
+        .bind(format!("o'brien, \"{i}\" é✓"))
+        .bind(if i % 5 == 0 {
+            String::new()
+        } else {
+            format!("detail {i}; ($1)")
+        })
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    type Row = (i64, i64, String, String, String, String);
+    let select = "SELECT id, at, actor, action, target, detail FROM audit_log ORDER BY id";
+    let before: Vec<Row> = sqlx::query_as(select).fetch_all(&sqlite).await.unwrap();
+
+    let url = e2e::postgres::database();
+    let to = Db::open(&Location::Postgres(url.clone())).await.unwrap();
+    let copied = copy::copy_all(&from, &to).await.unwrap();
+    assert_eq!(copied.audit_log, before.len() as u64, "{copied:?}");
+    let pg = sqlx::PgPool::connect(&url).await.unwrap();
+    let after: Vec<Row> = sqlx::query_as(select).fetch_all(&pg).await.unwrap();
+    // The copy adds its own entry at the end.
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(after[..before.len()], before[..]);
+    assert_eq!(after[before.len()].3, "db.migrate");
+    assert!(after[before.len()].0 > before.last().unwrap().0);
+}

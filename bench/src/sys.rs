@@ -89,12 +89,26 @@ pub struct WrkResult {
 
 /// Runs `wrk -t2 -c<connections> -d<duration>` against `url` with `headers`.
 pub fn wrk(url: &str, connections: u32, duration: Duration, headers: &[&str]) -> Result<WrkResult> {
+    wrk_with(url, connections, duration, headers, None)
+}
+
+/// [`wrk`], with a Lua `script` (`-s`) when given (e.g. a POST body).
+pub fn wrk_with(
+    url: &str,
+    connections: u32,
+    duration: Duration,
+    headers: &[&str],
+    script: Option<&Path>,
+) -> Result<WrkResult> {
     let bin = e2e::bins::require_tool("wrk", "wrk");
     let mut cmd = Command::new(bin);
     cmd.args(["-t2", &format!("-c{connections}")])
         .arg(format!("-d{}s", duration.as_secs().max(1)));
     for h in headers {
         cmd.args(["-H", h]);
+    }
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
     }
     cmd.arg(url);
     let out = cmd.output().context("run wrk")?;

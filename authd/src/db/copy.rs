@@ -9,8 +9,11 @@ use serde::Serialize;
 use super::{Db, Pool, Tx, on_pool, on_tx};
 use crate::error::Error;
 
-/// Audit entries read and written per statement.
+/// Audit entries read per statement.
 const AUDIT_PAGE: i64 = 5000;
+/// Audit entries written per statement (one multi-row INSERT): 6 bound
+/// values each, well under SQLite's 32,766 and PostgreSQL's 65,535.
+const AUDIT_BATCH: usize = 1000;
 
 /// Rows copied, per table.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -263,20 +266,27 @@ pub async fn copy_all(from: &Db, to: &Db) -> Result<Copied, Error> {
         .await)?;
         let Some(last) = page.last() else { break };
         after = last.id;
-        for e in &page {
-            on_tx!(&mut tx, |c| sqlx::query(
-                "INSERT INTO audit_log (id, at, actor, action, target, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6)"
-            )
-            .bind(e.id)
-            .bind(e.at)
-            .bind(&e.actor)
-            .bind(&e.action)
-            .bind(&e.target)
-            .bind(&e.detail)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        for batch in page.chunks(AUDIT_BATCH) {
+            let inserted = on_tx!(&mut tx, |c| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_log (id, at, actor, action, target, detail) ",
+                );
+                q.push_values(batch, |mut row, e| {
+                    row.push_bind(e.id)
+                        .push_bind(e.at)
+                        .push_bind(e.actor.clone())
+                        .push_bind(e.action.clone())
+                        .push_bind(e.target.clone())
+                        .push_bind(e.detail.clone());
+                });
+                q.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+            if inserted != batch.len() as u64 {
+                return Err(Error::internal(format!(
+                    "copying the audit log: {inserted} of {} rows inserted",
+                    batch.len()
+                )));
+            }
         }
         n.audit_log += page.len() as u64;
     }

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod copy;
 pub mod grants;
 pub mod groups;
+pub mod login_failures;
 pub mod refresh_tokens;
 pub mod users;
 

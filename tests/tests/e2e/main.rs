@@ -15,6 +15,7 @@ mod mirror;
 mod notifications;
 mod podman;
 mod protocol;
+mod replicas;
 mod s3;
 mod skopeo;
 mod tls_proxy;
