@@ -43,10 +43,10 @@ struct Rates {
 }
 
 fn uptime() -> String {
-    std::process::Command::new("uptime")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|e| format!("uptime: {e}"))
+    std::process::Command::new("uptime").output().map_or_else(
+        |e| format!("uptime: {e}"),
+        |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+    )
 }
 
 /// wrk for `duration` after a 1 s warm-up; every answer must be a 2xx.

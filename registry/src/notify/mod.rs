@@ -94,8 +94,7 @@ impl RequestInfo {
             .unwrap_or_default();
         let scheme = header("x-forwarded-proto")
             .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .unwrap_or(if tls { "https" } else { "http" });
+            .map_or(if tls { "https" } else { "http" }, str::trim);
         let public_host = header("x-forwarded-host")
             .and_then(|v| v.split(',').next())
             .map_or(host.as_str(), str::trim);

@@ -18,6 +18,7 @@
 //! in the middle of a write) is cut off.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -88,7 +89,7 @@ fn cursor_file(name: &str) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') || (b == b'.' && !out.is_empty()) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out
@@ -133,33 +134,30 @@ impl Journal {
             };
             segments.insert(base, entry.metadata()?.len());
         }
-        let (base, end, file) = match segments.last_key_value() {
-            Some((&base, _)) => {
-                let path = segment_path(dir, base);
-                let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-                let mut data = Vec::new();
-                file.read_to_end(&mut data)?;
-                let whole = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                if whole < data.len() {
-                    tracing::warn!(
-                        "notification queue {}: cut off {} bytes of an event torn by a crash",
-                        path.display(),
-                        data.len() - whole
-                    );
-                    file.set_len(whole as u64)?;
-                    file.sync_all()?;
-                }
-                let lines = data[..whole].iter().filter(|b| **b == b'\n').count() as u64;
-                segments.insert(base, whole as u64);
-                file.seek(SeekFrom::End(0))?;
-                (base, base + lines, file)
+        let (base, end, file) = if let Some((&base, _)) = segments.last_key_value() {
+            let path = segment_path(dir, base);
+            let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)?;
+            let whole = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if whole < data.len() {
+                tracing::warn!(
+                    "notification queue {}: cut off {} bytes of an event torn by a crash",
+                    path.display(),
+                    data.len() - whole
+                );
+                file.set_len(whole as u64)?;
+                file.sync_all()?;
             }
-            None => {
-                let file = File::create(segment_path(dir, 0))?;
-                sync_dir(dir)?;
-                segments.insert(0, 0);
-                (0, 0, file)
-            }
+            let lines = memchr::memchr_iter(b'\n', &data[..whole]).count() as u64;
+            segments.insert(base, whole as u64);
+            file.seek(SeekFrom::End(0))?;
+            (base, base + lines, file)
+        } else {
+            let file = File::create(segment_path(dir, 0))?;
+            sync_dir(dir)?;
+            segments.insert(0, 0);
+            (0, 0, file)
         };
         let first = segments.first_key_value().map_or(0, |(b, _)| *b);
         let current_bytes = segments.get(&base).copied().unwrap_or(0);
@@ -209,26 +207,22 @@ impl Journal {
     pub fn load_cursor(&self, index: usize, name: &str) -> io::Result<u64> {
         let path = self.dir.join("cursors").join(cursor_file(name));
         let saved = match std::fs::read_to_string(&path) {
-            Ok(text) => match text.trim().parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    tracing::warn!(
-                        "notification cursor {} is unreadable; endpoint {name} starts at the oldest queued event",
-                        path.display()
-                    );
-                    Some(self.first())
-                }
-            },
+            Ok(text) => Some(text.trim().parse::<u64>().unwrap_or_else(|_| {
+                tracing::warn!(
+                    "notification cursor {} is unreadable; endpoint {name} starts at the oldest queued event",
+                    path.display()
+                );
+                self.first()
+            })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let cursor = match saved {
-            Some(n) => n.min(self.end()),
-            None => {
-                let end = self.end();
-                self.write_cursor(name, end)?;
-                end
-            }
+        let cursor = if let Some(n) = saved {
+            n.min(self.end())
+        } else {
+            let end = self.end();
+            self.write_cursor(name, end)?;
+            end
         };
         lock(&self.cursors)[index] = cursor;
         Ok(cursor)
@@ -568,7 +562,9 @@ mod tests {
         }
         assert_eq!(j.end(), 5);
         // A second registry on the same directory is refused.
-        let err = Journal::open(dir.path(), 1 << 30, false, 1).unwrap_err();
+        let Err(err) = Journal::open(dir.path(), 1 << 30, false, 1) else {
+            panic!("a second journal on the same directory opened");
+        };
         assert!(
             err.to_string().contains("in use by another registry"),
             "{err}"
@@ -613,12 +609,13 @@ mod tests {
         j.load_cursor(0, "a").unwrap();
         j.load_cursor(1, "b").unwrap();
         let big = "x".repeat(1000);
-        let mut acks = Vec::new();
+        // One at a time: a batch goes whole into one segment, so 600
+        // appends at once could fill fewer, larger ones.
         for i in 0..600 {
-            acks.push(append(&tx, &format!("{i:04}{big}")));
-        }
-        for a in acks {
-            a.blocking_recv().unwrap().unwrap();
+            append(&tx, &format!("{i:04}{big}"))
+                .blocking_recv()
+                .unwrap()
+                .unwrap();
         }
         assert_eq!(j.end(), 600);
         let segs = lock(&j.segments).len();

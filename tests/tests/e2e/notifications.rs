@@ -46,7 +46,7 @@ impl Inbox {
     fn events(&self, path: &str) -> Vec<Value> {
         self.deliveries
             .lock()
-            .unwrap()
+            .expect("inbox lock")
             .iter()
             .filter(|d| d.path == path)
             .flat_map(|d| d.body["events"].as_array().cloned().unwrap_or_default())
@@ -105,7 +105,7 @@ impl Receiver {
                 }
                 let Ok(conn) = conn else { continue };
                 if let Ok(clone) = conn.try_clone() {
-                    c.lock().unwrap().push(clone);
+                    c.lock().expect("inbox lock").push(clone);
                 }
                 let inbox = inbox.clone();
                 std::thread::spawn(move || serve(conn, &inbox));
@@ -131,7 +131,7 @@ impl Receiver {
         if let Some(t) = self.accept.take() {
             t.join().expect("receiver accept thread");
         }
-        for c in self.connections.lock().unwrap().drain(..) {
+        for c in self.connections.lock().expect("inbox lock").drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
     }
@@ -186,7 +186,7 @@ fn serve(conn: TcpStream, inbox: &Inbox) {
         } else {
             let body: Value = serde_json::from_slice(&body)
                 .unwrap_or_else(|e| json!({ "unparsable": e.to_string() }));
-            inbox.deliveries.lock().unwrap().push(Delivery {
+            inbox.deliveries.lock().expect("inbox lock").push(Delivery {
                 path,
                 content_type,
                 authorization,
@@ -472,7 +472,7 @@ fn receiver_gets_distributions_events() {
             ("delete", config.as_str())
         ]
     );
-    for d in inbox.deliveries.lock().unwrap().iter() {
+    for d in inbox.deliveries.lock().expect("inbox lock").iter() {
         assert_eq!(d.content_type, EVENTS_TYPE);
         assert_ne!(d.path, "/off", "a disabled endpoint gets nothing");
         let expected_auth = if d.path == "/all" {

@@ -13,6 +13,7 @@
 //!   acknowledged image: the client retries failed requests, as real
 //!   clients do, and every acknowledged image pulls intact afterwards.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,10 +60,10 @@ fn nginx_config(
     authds: &[&str],
 ) -> String {
     let servers = |addrs: &[&str]| -> String {
-        addrs
-            .iter()
-            .map(|a| format!("    server {a} max_fails=1 fail_timeout=10s;\n"))
-            .collect()
+        addrs.iter().fold(String::new(), |mut out, a| {
+            let _ = writeln!(out, "    server {a} max_fails=1 fail_timeout=10s;");
+            out
+        })
     };
     let common = "\
         client_max_body_size 0;\n\
