@@ -76,6 +76,20 @@ impl Worker {
             metrics::counter!("registry_notifications_delivered_total", "endpoint" => name.clone());
         let dropped =
             metrics::counter!("registry_notifications_dropped_total", "endpoint" => name.clone());
+        // The backlog follows every new event, also while a delivery is
+        // retried or backs off.
+        let backlog = {
+            let (journal, index, pending) = (self.journal.clone(), self.index, pending.clone());
+            let mut end_rx = journal.subscribe();
+            tokio::spawn(async move {
+                loop {
+                    pending.set(journal.pending(index) as f64);
+                    if end_rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
         let mut end_rx = self.journal.subscribe();
         let mut cursor = self.cursor;
         let mut reader: Option<Reader> = None;
@@ -158,6 +172,7 @@ impl Worker {
             self.save(cursor).await;
             pending.set(self.journal.end().saturating_sub(cursor) as f64);
         }
+        backlog.abort();
     }
 
     /// Saves the cursor; a failure is logged (the events are sent again

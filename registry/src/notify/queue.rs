@@ -240,6 +240,13 @@ impl Journal {
 
     /// Saves endpoint `index`'s cursor (fsynced), then removes the
     /// segments every endpoint is done with.
+    /// Events written that endpoint `index` has not passed yet (by its
+    /// last saved cursor).
+    pub fn pending(&self, index: usize) -> u64 {
+        let cursor = lock(&self.cursors)[index];
+        self.end().saturating_sub(cursor)
+    }
+
     pub fn save_cursor(&self, index: usize, name: &str, seq: u64) -> io::Result<()> {
         self.write_cursor(name, seq)?;
         lock(&self.cursors)[index] = seq;

@@ -179,7 +179,9 @@ impl Stack {
             .filter_map(|l| {
                 let f: Vec<&str> = l.split(' ').collect();
                 let status: u16 = f.get(3)?.parse().ok()?;
-                (f[0] == port && status < 500).then(|| f.get(4).map(|s| (*s).to_owned()))?
+                // `-`: nginx answered itself (docker's first try is TLS).
+                let upstream = f.get(4).filter(|u| **u != "-")?;
+                (f[0] == port && status < 500).then(|| (*upstream).to_owned())
             })
             .collect();
         found.sort();
@@ -212,7 +214,7 @@ fn client() -> Client {
 fn token_status(http: &Client, authd: &str, user: &str, password: &str) -> (u16, Value) {
     let resp = http
         .get(format!(
-            "{authd}/token?service={SERVICE}&scope=repository:ann/app:pull,push"
+            "{authd}/token?service={SERVICE}&scope=repository:ann/busybox:pull,push"
         ))
         .basic_auth(user, Some(password))
         .send()
