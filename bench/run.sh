@@ -13,7 +13,7 @@
 #   bench/run.sh --help          # every option
 #
 # Metrics: disk, catalog, tags-5000, ui (web UI pages, ours only), tags-list, manifest-get, small-push,
-# push, push-chunked, pull, token-manifest, token-pull (RSS idle and peak
+# push, push-chunked, pull, gc, mirror, token-manifest, token-pull (RSS idle and peak
 # are always reported).
 # Work files go to $TMPDIR/registry-bench (--workdir); the seeded catalog
 # data set is cached there between runs.

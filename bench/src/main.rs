@@ -12,6 +12,7 @@ mod client;
 mod data;
 mod gc;
 mod issuance;
+mod mirror;
 mod mixed;
 mod report;
 mod s3;
@@ -42,6 +43,7 @@ const METRICS: &[&str] = &[
     "push-chunked",
     "pull",
     "gc",
+    "mirror",
     "token-manifest",
     "token-pull",
 ];
@@ -54,7 +56,7 @@ struct Args {
     quick: bool,
     /// Comma-separated metrics to run (default all): disk, catalog,
     /// tags-5000, ui, tags-list, manifest-get, small-push, push, push-chunked, pull,
-    /// gc, token-manifest, token-pull. RSS is always reported.
+    /// gc, mirror, token-manifest, token-pull. RSS is always reported.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Which servers: ours, distribution (default both).
@@ -130,9 +132,9 @@ struct Args {
     s3: bool,
 }
 
-/// The metrics `--s3` leaves out: the disk's own rate, the web UI and the
-/// token rows run on directories only.
-const NOT_ON_S3: &[&str] = &["disk", "ui", "token-manifest", "token-pull"];
+/// The metrics `--s3` leaves out: the disk's own rate, the web UI, the
+/// mirror and the token rows run on directories only.
+const NOT_ON_S3: &[&str] = &["disk", "ui", "mirror", "token-manifest", "token-pull"];
 
 /// Resolved sizes.
 struct Plan {
@@ -366,6 +368,9 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
             .clone()
             .unwrap_or_else(|| e2e::bins::workspace_bin("registry"));
         rows.extend(gc::rows(plan.gc, &ours_bin, run_dir, garage.as_ref()).await?);
+    }
+    if args.wants("mirror") {
+        rows.push(mirror::row(args, plan, run_dir).await?);
     }
     let engine = match &garage {
         Some(g) if args.wants("push") || args.wants("pull") => {
