@@ -30,9 +30,9 @@ const RSA_BITS: usize = 2048;
 enum PrivateKey {
     Es256 {
         key: p256::ecdsa::SigningKey,
-        /// The same key in p256 0.14, whose precomputed base-point tables
-        /// make signing about twice as fast; only JWT signing uses it.
-        fast: Box<p256_sign::ecdsa::SigningKey>,
+        /// The same key for ring, whose P-256 signing is several times
+        /// faster than p256's; only JWT signing uses it.
+        fast: Box<ring::signature::EcdsaKeyPair>,
     },
     Rs256(Box<rsa::pkcs1v15::SigningKey<Sha256>>),
 }
@@ -118,9 +118,11 @@ impl SigningKey {
         B64URL.encode_string(&payload, &mut jwt);
         let signature = match &self.private {
             PrivateKey::Es256 { fast, .. } => {
-                let sig: p256_sign::ecdsa::Signature =
-                    p256_sign::ecdsa::signature::Signer::sign(fast.as_ref(), jwt.as_bytes());
-                sig.to_vec()
+                // FIXED_SIGNING: raw `r‖s`, as JWS wants.
+                fast.sign(&ring::rand::SystemRandom::new(), jwt.as_bytes())
+                    .map_err(|_| Error::internal("ES256 signing failed"))?
+                    .as_ref()
+                    .to_vec()
             }
             PrivateKey::Rs256(k) => k.sign(jwt.as_bytes()).to_vec(),
         };
@@ -220,8 +222,15 @@ fn read_private_key(pem: &str) -> Result<PrivateKey, String> {
     if let Ok(k) =
         p256::SecretKey::from_pkcs8_pem(pem).or_else(|_| p256::SecretKey::from_sec1_pem(pem))
     {
-        let fast = p256_sign::ecdsa::SigningKey::from_slice(&k.to_bytes())
-            .map_err(|e| format!("P-256 key: {e}"))?;
+        let public =
+            p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k.public_key(), false);
+        let fast = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &k.to_bytes(),
+            public.as_bytes(),
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|e| format!("P-256 key: {e}"))?;
         return Ok(PrivateKey::Es256 {
             key: k.into(),
             fast: Box::new(fast),
