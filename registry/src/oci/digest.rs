@@ -3,8 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sha2::Digest as _;
-
 use crate::error::{Error, ErrorCode};
 
 /// The digest algorithms the registry stores content under.
@@ -143,47 +141,44 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
-/// A streaming hasher for one algorithm.
+/// A streaming hasher for one algorithm: ring's (BoringSSL's assembly),
+/// about twice as fast as the portable `sha2` where the CPU lacks SHA
+/// extensions; every blob byte pushed or mirrored goes through it.
 #[derive(Clone)]
-pub enum Hasher {
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
+pub struct Hasher {
+    algorithm: DigestAlgorithm,
+    context: ring::digest::Context,
 }
 
 impl Hasher {
     pub fn new(algorithm: DigestAlgorithm) -> Hasher {
-        match algorithm {
-            DigestAlgorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            DigestAlgorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        let ring_algorithm = match algorithm {
+            DigestAlgorithm::Sha256 => &ring::digest::SHA256,
+            DigestAlgorithm::Sha512 => &ring::digest::SHA512,
+        };
+        Hasher {
+            algorithm,
+            context: ring::digest::Context::new(ring_algorithm),
         }
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
-        }
+        self.context.update(data);
     }
 
     pub fn finish(self) -> Digest {
-        match self {
-            Hasher::Sha256(h) => Digest {
-                algorithm: DigestAlgorithm::Sha256,
-                hex: hex::encode(h.finalize()),
-            },
-            Hasher::Sha512(h) => Digest {
-                algorithm: DigestAlgorithm::Sha512,
-                hex: hex::encode(h.finalize()),
-            },
+        Digest {
+            algorithm: self.algorithm,
+            hex: hex::encode(self.context.finish()),
         }
     }
 }
 
 impl fmt::Debug for Hasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Hasher::Sha256(_) => "Hasher(sha256)",
-            Hasher::Sha512(_) => "Hasher(sha512)",
+        f.write_str(match self.algorithm {
+            DigestAlgorithm::Sha256 => "Hasher(sha256)",
+            DigestAlgorithm::Sha512 => "Hasher(sha512)",
         })
     }
 }
