@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, header};
 use serde_json::json;
-use support::{ADMIN_PASSWORD, TestApp, access, basic};
+use support::{ADMIN_PASSWORD, TestApp, access, basic, token_request_from};
 
 const ALICE_PW: &str = "alice-password";
 
@@ -1207,16 +1207,6 @@ async fn htpasswd_with_bad_lines_imports_nothing_unless_told() {
 
 // --- throttling -------------------------------------------------------------
 
-fn from(ip: [u8; 4], auth: &str) -> Request<Body> {
-    let mut req = Request::get("/token")
-        .header(header::AUTHORIZATION, auth)
-        .body(Body::empty())
-        .unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from((ip, 5555))));
-    req
-}
-
 #[tokio::test]
 async fn brute_force_is_throttled_per_account_and_address() {
     let app = with_alice().await;
@@ -1224,24 +1214,36 @@ async fn brute_force_is_throttled_per_account_and_address() {
     let right = basic("alice", ALICE_PW);
     let attacker = [10, 0, 0, 66];
     for _ in 0..5 {
-        app.call(from(attacker, &wrong)).await.expect(401);
+        app.call(token_request_from(attacker, &wrong))
+            .await
+            .expect(401);
     }
-    let r = app.call(from(attacker, &wrong)).await.expect(429);
+    let r = app
+        .call(token_request_from(attacker, &wrong))
+        .await
+        .expect(429);
     assert_eq!(r.header("retry-after"), Some("1"));
     let v = r.json();
     assert_eq!(v["errors"][0]["code"], "TOOMANYREQUESTS");
     // Blocked: even the right password is not tried from there.
-    app.call(from(attacker, &right)).await.expect(429);
+    app.call(token_request_from(attacker, &right))
+        .await
+        .expect(429);
     // Another address is not affected.
-    app.call(from([10, 0, 0, 7], &right)).await.expect(200);
+    app.call(token_request_from([10, 0, 0, 7], &right))
+        .await
+        .expect(200);
     // Another account from the attacker's address neither.
     app.add_user("bob", "bob-password").await;
-    app.call(from(attacker, &basic("bob", "bob-password")))
+    app.call(token_request_from(attacker, &basic("bob", "bob-password")))
         .await
         .expect(200);
     // The delay grows.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let r = app.call(from(attacker, &wrong)).await.expect(429);
+    let r = app
+        .call(token_request_from(attacker, &wrong))
+        .await
+        .expect(429);
     assert_eq!(r.header("retry-after"), Some("2"));
     // POST is throttled the same way, and so is the admin API.
     let mut req = Request::post("/token")
@@ -1255,8 +1257,12 @@ async fn brute_force_is_throttled_per_account_and_address() {
     app.call(req).await.expect(429);
     // After the delay, the right password clears the record.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    app.call(from(attacker, &right)).await.expect(200);
-    app.call(from(attacker, &wrong)).await.expect(401);
+    app.call(token_request_from(attacker, &right))
+        .await
+        .expect(200);
+    app.call(token_request_from(attacker, &wrong))
+        .await
+        .expect(401);
 }
 
 #[tokio::test]

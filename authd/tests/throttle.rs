@@ -7,28 +7,15 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use authd::AppState;
 use authd::db::login_failures;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{Request, header};
-use support::{Resp, TestApp, basic, send};
+use support::{Resp, TestApp, basic, send, token_request_from};
 
 const ALICE_PW: &str = "alice-password";
 const ATTACKER: [u8; 4] = [10, 0, 0, 66];
-
-fn from(ip: [u8; 4], auth: &str) -> Request<Body> {
-    let mut req = Request::get("/token")
-        .header(header::AUTHORIZATION, auth)
-        .body(Body::empty())
-        .unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from((ip, 5555))));
-    req
-}
 
 /// Replica A (a `TestApp` with alice) and replica B: a second state on the
 /// same database and data directory.
@@ -41,7 +28,7 @@ async fn replicas(free_failures: u32) -> (TestApp, AppState) {
 }
 
 async fn on(state: &AppState, ip: [u8; 4], auth: &str) -> Resp {
-    send(state, from(ip, auth)).await
+    send(state, token_request_from(ip, auth)).await
 }
 
 async fn row(state: &AppState, account: &str, ip: [u8; 4]) -> Option<i64> {

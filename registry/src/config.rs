@@ -1145,16 +1145,18 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// Environment variables for [`Config::from_yaml`] in tests.
+#[cfg(test)]
+pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     #[test]
     fn defaults_without_anything() {

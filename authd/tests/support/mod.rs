@@ -104,6 +104,17 @@ pub async fn send(state: &AppState, mut req: Request<Body>) -> Resp {
     }
 }
 
+/// `GET /token` with `Authorization: auth`, as if from the address `ip`.
+pub fn token_request_from(ip: [u8; 4], auth: &str) -> Request<Body> {
+    let mut req = Request::get("/token")
+        .header(header::AUTHORIZATION, auth)
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from((ip, 5555))));
+    req
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",

@@ -372,14 +372,7 @@ fn parse_size(v: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::config::{Config, env};
 
     /// The `notifications` example of distribution's configuration
     /// reference, and the one of its notifications page, as they are.
