@@ -173,24 +173,25 @@ impl Browser {
     /// `"\n"` at the end presses Enter, which submits the form: the next
     /// page is then loaded before this returns.
     pub fn fill(&self, css: &str, text: &str) {
-        // A newline submits a one-line field's form; in a text area it is
-        // only a line break.
-        let submits = text.ends_with('\n') && {
-            let tag = self.eval(&format!(
-                "return document.querySelector({}).tagName;",
-                serde_json::Value::from(css)
-            ));
-            tag.as_str() != Some("TEXTAREA")
-        };
-        if submits {
-            self.mark_page();
-        }
-        self.rt.block_on(async {
+        let (e, tag) = self.rt.block_on(async {
             let e = self
                 .c()
                 .find(Locator::Css(css))
                 .await
                 .unwrap_or_else(|e| panic!("no field {css}: {e}"));
+            let tag = e
+                .tag_name()
+                .await
+                .unwrap_or_else(|e| panic!("tag of {css}: {e}"));
+            (e, tag)
+        });
+        // A newline submits a one-line field's form; in a text area it is
+        // only a line break.
+        let submits = text.ends_with('\n') && !tag.eq_ignore_ascii_case("textarea");
+        if submits {
+            self.mark_page();
+        }
+        self.rt.block_on(async {
             e.clear()
                 .await
                 .unwrap_or_else(|e| panic!("clear {css}: {e}"));
