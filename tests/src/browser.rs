@@ -173,21 +173,22 @@ impl Browser {
     /// `"\n"` at the end presses Enter, which submits the form: the next
     /// page is then loaded before this returns.
     pub fn fill(&self, css: &str, text: &str) {
-        let (e, tag) = self.rt.block_on(async {
+        // A newline submits a one-line field's form; in a text area it is
+        // only a line break (the tag is asked for only then).
+        let (e, submits) = self.rt.block_on(async {
             let e = self
                 .c()
                 .find(Locator::Css(css))
                 .await
                 .unwrap_or_else(|e| panic!("no field {css}: {e}"));
-            let tag = e
-                .tag_name()
-                .await
-                .unwrap_or_else(|e| panic!("tag of {css}: {e}"));
-            (e, tag)
+            let submits = text.ends_with('\n')
+                && !e
+                    .tag_name()
+                    .await
+                    .unwrap_or_else(|e| panic!("tag of {css}: {e}"))
+                    .eq_ignore_ascii_case("textarea");
+            (e, submits)
         });
-        // A newline submits a one-line field's form; in a text area it is
-        // only a line break.
-        let submits = text.ends_with('\n') && !tag.eq_ignore_ascii_case("textarea");
         if submits {
             self.mark_page();
         }
