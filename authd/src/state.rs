@@ -36,6 +36,9 @@ impl AppState {
     /// the first admin. Returns the state and the admin's password when it
     /// was generated here (and so must be shown once).
     pub async fn init(config: Config) -> anyhow::Result<(AppState, Option<String>)> {
+        // The metrics recorder before any background task registers a
+        // series: one registered earlier would be lost.
+        service::metrics::handle();
         crate::util::create_private_dir(&config.data_dir)?;
         let db = Db::open(&config.database_location()).await?;
         let keys = KeyStore::open(&config)?;

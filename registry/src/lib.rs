@@ -37,6 +37,9 @@ pub fn app(state: AppState) -> Router {
 
 /// Builds the shared state from a configuration: storage root, auth.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    // The metrics recorder before any task that registers a series (the
+    // notification workers): one registered earlier would be lost.
+    service::metrics::handle();
     // TLS for the JWKS URL (and the server) uses ring; a second install is
     // harmlessly refused.
     let _ = rustls::crypto::ring::default_provider().install_default();

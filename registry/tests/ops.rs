@@ -161,6 +161,47 @@ async fn metrics_count_requests_by_endpoint_without_repository_names() {
     assert!(!text.contains("hidden-repo") && !text.contains("secret-team"));
 }
 
+/// Regression: the notification workers registered their series on the
+/// no-op recorder when they ran before the router was built, and
+/// `registry_notifications_pending` was missing from a restarted registry.
+#[tokio::test]
+async fn series_of_workers_started_with_the_state_are_exported() {
+    // A closed port: the endpoint is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = registry::config::Config::from_yaml(
+        &format!("notifications:\n  endpoints:\n    - name: down\n      url: {url}\n"),
+        [(
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY".to_owned(),
+            dir.path().join("root").display().to_string(),
+        )],
+    )
+    .unwrap();
+    let state = registry::build_state(config).await.unwrap();
+    // The workers run before the router exists.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let app = registry::app(state);
+    let response = tower::ServiceExt::oneshot(
+        app,
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == r#"registry_notifications_pending{endpoint="down"} 0"#),
+        "{text}"
+    );
+}
+
 #[test]
 fn metrics_on_the_debug_listener_only() {
     let dir = tempfile::tempdir().unwrap();
