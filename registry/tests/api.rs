@@ -4,6 +4,9 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::body::Body;
 use http::{Method, StatusCode};
 use registry::oci::{Digest, DigestAlgorithm};
@@ -922,4 +925,121 @@ async fn htpasswd_auth() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
+}
+
+/// An upstream registry on 127.0.0.1 that answers every blob GET with
+/// `content` (whatever digest is asked for) and counts those GETs.
+async fn blob_upstream(content: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+    let gets = Arc::new(AtomicUsize::new(0));
+    let counter = gets.clone();
+    let content = bytes::Bytes::from(content);
+    let router = axum::Router::new()
+        .route("/v2/", axum::routing::get(|| async { "{}" }))
+        .route(
+            "/v2/{*rest}",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let content = content.clone();
+                async move { content }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, gets)
+}
+
+async fn mirror_of(url: &str) -> TestApp {
+    TestApp::with_config(&format!(
+        "proxy:\n  upstreams:\n    - prefix: up\n      remoteurl: {url}\n"
+    ))
+    .await
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(i as u8 | 1))
+        .collect()
+}
+
+/// Waits (at most 10 s) until no upload is left under the root: the fetch
+/// that wrote one has committed or discarded it.
+async fn uploads_settled(app: &TestApp) {
+    for _ in 0..200 {
+        if !app.files().iter().any(|f| f.contains("/_uploads/")) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("an upload is still there: {:?}", app.files());
+}
+
+/// Small blobs are hashed on their way to the first client, larger ones
+/// (past `INLINE_HASH_MAX`) once written: both end up stored once, from
+/// one upstream fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirrored_blob_is_stored_once_whether_hashed_on_the_way_or_at_the_commit() {
+    for len in [1024, registry::proxy::INLINE_HASH_MAX as usize + (1 << 20)] {
+        let content = pattern(len, 7);
+        let digest = Digest::sha256_of(&content);
+        let (url, gets) = blob_upstream(content.clone()).await;
+        let app = mirror_of(&url).await;
+        let path = format!("/v2/up/app/blobs/{digest}");
+        let first = app.get(&path).await;
+        assert_eq!(first.status, 200, "{len}");
+        assert!(first.body == content, "{len}: the body is the blob");
+        assert_eq!(
+            first.header("docker-content-digest"),
+            Some(digest.to_string().as_str())
+        );
+        let second = app.get(&path).await;
+        assert_eq!(second.status, 200);
+        assert!(second.body == content);
+        assert_eq!(gets.load(Ordering::SeqCst), 1, "{len}: one upstream GET");
+        uploads_settled(&app).await;
+        let stored = std::fs::read(blob_data_path(&app.root(), &digest)).unwrap();
+        assert!(stored == content, "{len}: stored as sent");
+    }
+}
+
+/// Content that does not match its digest is never stored; a small blob's
+/// first client gets a failed body, a large one's the bytes the upstream
+/// sent (clients check layer digests themselves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirrored_blob_of_wrong_content_is_never_stored() {
+    for len in [1024, registry::proxy::INLINE_HASH_MAX as usize + (1 << 20)] {
+        let wanted = Digest::sha256_of(&pattern(len, 1));
+        let sent = pattern(len, 2);
+        let (url, gets) = blob_upstream(sent.clone()).await;
+        let app = mirror_of(&url).await;
+        let path = format!("/v2/up/app/blobs/{wanted}");
+        for attempt in 1..=2 {
+            let resp = tower::ServiceExt::oneshot(
+                app.app.clone(),
+                http::Request::get(path.as_str())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(resp.status(), 200, "{len}");
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+            if len as u64 <= registry::proxy::INLINE_HASH_MAX {
+                assert!(body.is_err(), "{len}: the body fails");
+            } else {
+                assert!(body.unwrap().to_bytes() == sent, "{len}: as sent");
+            }
+            uploads_settled(&app).await;
+            assert!(
+                !blob_data_path(&app.root(), &wanted).exists(),
+                "{len}: nothing stored"
+            );
+            assert_eq!(gets.load(Ordering::SeqCst), attempt, "{len}: fetched again");
+        }
+        assert!(
+            !app.files().iter().any(|f| f.contains("/_layers/")),
+            "{len}: nothing linked: {:?}",
+            app.files()
+        );
+    }
 }

@@ -17,9 +17,22 @@
 //!   API (`create_upload`, `append_upload`, `commit_upload`: the digest is
 //!   checked, the blob is linked into the repository), so mirrored content
 //!   lives exactly like pushed content: on any backend, seen by GC and fsck.
-//!   The client that caused the fetch gets the bytes as they arrive; the
-//!   last chunk is held back until the blob is stored and its digest
-//!   checked, so a client never receives a complete body of wrong content.
+//!   The client that caused the fetch gets the bytes as they arrive, and
+//!   wrong content is never stored. How far the client waits for the
+//!   digest depends on the size, since SHA-256 (~200 MB/s a core without
+//!   SHA instructions) is slower than a network or a disk:
+//!   - up to [`INLINE_HASH_MAX`] (as the upstream announces it), bytes are
+//!     hashed on the way and the last chunk is held back until the blob is
+//!     stored and its digest checked: the client never receives a complete
+//!     body of wrong content;
+//!   - larger blobs (or of unannounced length) are written as they arrive,
+//!     unhashed, and the client's body ends with the upstream's; the commit
+//!     then hashes the written data by reading it back and refuses it on a
+//!     mismatch. Such a client may receive a complete body of wrong content:
+//!     docker, containerd, podman and skopeo check a layer's digest
+//!     themselves and refuse it. distribution's proxy does the same (it
+//!     hashes nothing on the client's path).
+//!
 //!   The fetch runs on its own task: a client that goes away does not stop
 //!   it. Other requests for the same blob meanwhile wait for it and are
 //!   then served from storage (one upstream fetch per blob, however many
@@ -60,6 +73,10 @@ const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, applica
 /// The owner mirrored blob uploads are counted under (not a valid user
 /// name, so no user's count is touched).
 const MIRROR_OWNER: &str = "(mirror)";
+
+/// The largest blob hashed on the way to its first client (see the module
+/// comment); larger ones are hashed once stored, after the client's body.
+pub const INLINE_HASH_MAX: u64 = 16 << 20;
 
 /// The outcome of one blob fetch, for the requests waiting on it.
 type FetchResult = Option<Result<(), String>>;
@@ -404,7 +421,8 @@ impl Mirrored<'_> {
 /// What the fetching task tells the request that started it.
 enum Chunk {
     Data(Bytes),
-    /// The blob is stored (`Ok`) or not.
+    /// The blob is stored (`Ok`) or not; for a blob hashed after it is
+    /// written, `Ok` comes once every byte is written, before the commit.
     Done(Result<(), String>),
 }
 
@@ -516,6 +534,10 @@ impl Fetch {
             .run(move |s| s.create_upload(&n, &owner, &limits))
             .await?;
         let mut upload = storage.lock_upload(&self.name, id).await?;
+        let hashed_on_the_way = size.is_some_and(|s| s <= INLINE_HASH_MAX);
+        if !hashed_on_the_way {
+            upload.clear_hash();
+        }
         let client = tx.clone();
         let body = resp.bytes_stream().then(move |item| {
             let client = client.clone();
@@ -535,6 +557,11 @@ impl Fetch {
             storage.run(move |s| s.cancel_upload(&n, id)).await?;
             return Err(fetch_failed(url, &format!("{e:?}")));
         }
+        if !hashed_on_the_way {
+            // The client's body ends with the upstream's; the digest is
+            // checked below, for storage and for the requests waiting.
+            let _ = tx.send(Chunk::Done(Ok(()))).await;
+        }
         storage
             .run(move |s| {
                 let mut upload = upload;
@@ -551,7 +578,8 @@ impl Fetch {
 }
 
 /// The body of the fetching request: the chunks as they arrive, but the
-/// last one only once the blob is stored with the right digest; a failed
+/// last one only at the first `Chunk::Done` (once the blob is stored with
+/// the right digest, or for a large blob once it is written); a failed
 /// fetch fails the body instead.
 fn held_back(
     chunks: mpsc::Receiver<Chunk>,
