@@ -16,7 +16,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
@@ -182,7 +182,7 @@ impl Storage {
         let start = state.offset;
         let saved_hasher = state.hasher.clone();
         let data = paths::upload_data(name, id);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(4);
         let this = self.clone();
         // The writer keeps or drops the bytes as the body ends: `true` to
         // keep them.
@@ -192,8 +192,8 @@ impl Storage {
                 .backend
                 .writer(&data, WriteMode::Resume { size: start })
                 .context("writing an upload")?;
-            while let Some(chunk) = rx.blocking_recv() {
-                out.write(chunk).context("writing an upload")?;
+            while let Some(pieces) = rx.blocking_recv() {
+                out.write_pieces(pieces).context("writing an upload")?;
             }
             match keep_rx.blocking_recv() {
                 Ok(false) => out.abort().context("rolling back an upload"),
@@ -205,7 +205,10 @@ impl Storage {
         });
 
         let mut body = body;
-        let mut buf = BytesMut::new();
+        // The body's chunks as they came (no copy), handed over by the
+        // megabyte.
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0;
         let mut received: u64 = 0;
         let mut body_error = None;
         while let Some(item) = body.next().await {
@@ -224,13 +227,17 @@ impl Storage {
             if let Some(h) = state.hasher.as_mut() {
                 h.update(&chunk);
             }
-            buf.extend_from_slice(&chunk);
-            if buf.len() >= WRITE_BUFFER && tx.send(buf.split().freeze()).await.is_err() {
-                break; // the writer failed; its error is reported below
+            batched += chunk.len();
+            batch.push(chunk);
+            if batched >= WRITE_BUFFER {
+                batched = 0;
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    break; // the writer failed; its error is reported below
+                }
             }
         }
-        if body_error.is_none() && !buf.is_empty() {
-            let _ = tx.send(buf.freeze()).await;
+        if body_error.is_none() && !batch.is_empty() {
+            let _ = tx.send(batch).await;
         }
         drop(tx);
         let end = start.checked_add(received);

@@ -17,7 +17,7 @@
 //! on an object store, and what distribution's catalog walk expects.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -329,6 +329,31 @@ impl Writer for FsWriter {
             return Err(Error::io("writing an upload", &e));
         }
         self.end += data.len() as u64;
+        self.kick_writeback();
+        Ok(())
+    }
+
+    fn write_pieces(&mut self, pieces: Vec<Bytes>) -> Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match self.file.write_vectored(rest) {
+                Ok(0) => {
+                    self.torn = true;
+                    let e = io::Error::from(io::ErrorKind::WriteZero);
+                    return Err(Error::io("writing an upload", &e));
+                }
+                Ok(n) => {
+                    self.end += n as u64;
+                    IoSlice::advance_slices(&mut rest, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.torn = true;
+                    return Err(Error::io("writing an upload", &e));
+                }
+            }
+        }
         self.kick_writeback();
         Ok(())
     }

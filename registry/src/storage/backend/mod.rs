@@ -259,6 +259,12 @@ pub trait Writer: Send {
     /// Appends bytes.
     fn write(&mut self, data: Bytes) -> Result<()>;
 
+    /// Appends several pieces, in order (the filesystem: one system call,
+    /// no copy to join them).
+    fn write_pieces(&mut self, pieces: Vec<Bytes>) -> Result<()> {
+        pieces.into_iter().try_for_each(|p| self.write(p))
+    }
+
     /// Keeps the bytes written: a later `WriteMode::Resume` (here or on
     /// another replica) continues after them. Not necessarily durable: a
     /// crash of the machine may cut the object back, never tear it.
