@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 /// Everything a request or a command can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A malformed request. `code` is machine-readable (`invalid_request`,
     /// `invalid_name`, `unsupported_grant_type`, …); `details` carries

@@ -18,6 +18,7 @@
 
 pub mod access_tokens;
 pub mod audit;
+pub mod coalesce;
 pub mod copy;
 pub mod grants;
 pub mod groups;
@@ -28,6 +29,7 @@ pub mod users;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -142,7 +144,13 @@ pub(crate) use {on_pool, on_tx};
 pub struct Db {
     read: Pool,
     write: Pool,
+    /// PostgreSQL: refresh-token lookups, batched; started on first use
+    /// (on the runtime that uses it).
+    refresh_lookups: Arc<OnceLock<RefreshLookups>>,
 }
+
+/// Refresh-token lookups by hash (see [`coalesce`]).
+type RefreshLookups = coalesce::Coalescer<Vec<u8>, refresh_tokens::Found>;
 
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -196,6 +204,7 @@ impl Db {
         Ok(Db {
             read: Pool::Sqlite(read),
             write: Pool::Sqlite(write),
+            refresh_lookups: Arc::default(),
         })
     }
 
@@ -217,12 +226,28 @@ impl Db {
         Ok(Db {
             read: Pool::Postgres(pool.clone()),
             write: Pool::Postgres(pool),
+            refresh_lookups: Arc::default(),
         })
     }
 
     /// Whether this is a PostgreSQL database (shared by replicas).
     pub fn is_shared(&self) -> bool {
         matches!(self.write, Pool::Postgres(_))
+    }
+
+    /// PostgreSQL's batched refresh-token lookups; `None` on SQLite, whose
+    /// queries are no round trip.
+    fn refresh_lookups(&self) -> Option<&RefreshLookups> {
+        let Pool::Postgres(pool) = &self.read else {
+            return None;
+        };
+        Some(self.refresh_lookups.get_or_init(|| {
+            let pool = pool.clone();
+            coalesce::Coalescer::start(Arc::new(move |hashes| {
+                let pool = pool.clone();
+                Box::pin(async move { refresh_tokens::find_many(&pool, hashes).await })
+            }))
+        }))
     }
 
     pub(crate) fn reader(&self) -> &Pool {

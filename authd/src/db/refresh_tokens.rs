@@ -42,7 +42,7 @@ impl From<&RefreshToken> for RefreshTokenView {
 }
 
 /// A token found by its hash, with its owner.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Found {
     pub token_id: String,
     pub token_last_used_at: i64,
@@ -104,19 +104,56 @@ pub async fn insert(
     Ok(id)
 }
 
-/// The token with this hash and its user, if any (validity is the caller's
-/// business).
-pub async fn find(db: &Db, token_hash: &[u8]) -> Result<Option<Found>, Error> {
-    Ok(on_pool!(db.reader(), |c| sqlx::query_as(
-        "SELECT t.id AS token_id, t.last_used_at AS token_last_used_at, t.access_token_id, \
+/// The columns of [`Found`], from `refresh_tokens t JOIN users u` (a
+/// macro, for `concat!`).
+macro_rules! found_columns {
+    () => {
+        "t.id AS token_id, t.last_used_at AS token_last_used_at, t.access_token_id, \
          u.id, u.name, u.password_hash, u.imported_hash, u.is_admin, u.is_robot, u.disabled, \
-         u.password_changed_at, \
-         u.created_at, u.updated_at \
-         FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
-    )
+         u.password_changed_at, u.created_at, u.updated_at"
+    };
+}
+
+/// The token with this hash and its user, if any (validity is the caller's
+/// business). On PostgreSQL, lookups made together share one query
+/// ([`super::coalesce`]).
+pub async fn find(db: &Db, token_hash: &[u8]) -> Result<Option<Found>, Error> {
+    if let Some(lookups) = db.refresh_lookups() {
+        return lookups.get(token_hash.to_vec()).await;
+    }
+    Ok(on_pool!(db.reader(), |c| sqlx::query_as(concat!(
+        "SELECT ",
+        found_columns!(),
+        " FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1"
+    ))
     .bind(token_hash)
     .fetch_optional(c)
     .await)?)
+}
+
+/// A [`Found`] with the hash it was found by.
+#[derive(sqlx::FromRow)]
+struct FoundByHash {
+    token_hash: Vec<u8>,
+    #[sqlx(flatten)]
+    found: Found,
+}
+
+/// The tokens among these hashes, with their users, in one PostgreSQL
+/// query.
+pub(super) async fn find_many(
+    pool: &sqlx::PgPool,
+    hashes: Vec<Vec<u8>>,
+) -> Result<Vec<(Vec<u8>, Found)>, Error> {
+    let rows: Vec<FoundByHash> = sqlx::query_as(concat!(
+        "SELECT t.token_hash, ",
+        found_columns!(),
+        " FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ANY($1)"
+    ))
+    .bind(hashes)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.token_hash, r.found)).collect())
 }
 
 /// Records a use, if the last recorded one is older than
