@@ -320,7 +320,9 @@ fn copy_stdout(stdout: impl Read, mut log: File, tx: &mpsc::Sender<String>) {
     let mut sent = false;
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
-        let _ = writeln!(log, "{line}");
+        // One write for the line and its newline: the child's stderr
+        // appends to the same file and must not land in between.
+        let _ = log.write_all(format!("{line}\n").as_bytes());
         if !sent && let Some(url) = line.trim().strip_prefix("listening on ") {
             let _ = tx.send(url.trim().to_owned());
             sent = true;

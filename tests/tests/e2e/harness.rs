@@ -161,3 +161,36 @@ fn authd_serves_tokens_and_its_cli_shares_the_data_dir() {
         .get("/token");
     assert_eq!(resp.status(), 200, "token for a user added by the CLI");
 }
+
+/// Regression: the stdout copier wrote a line and its newline in two
+/// writes, so a stderr line could land between them (a JSON log line glued
+/// to `listening on …`, then an empty line: a flaky access-log test).
+#[test]
+fn stdout_and_stderr_lines_stay_whole_in_the_log() {
+    let dir = e2e::temp_dir("interleave");
+    let log = dir.path().join("log");
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "i=0; while [ $i -lt 3000 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; \
+         echo done; exec sleep 60",
+    ]);
+    let daemon = Daemon::spawn("interleave", &cmd, &log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !daemon.log().lines().any(|l| l == "done") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the script did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = daemon.log();
+    for l in text.lines() {
+        let whole = l == "done"
+            || l.strip_prefix("out ")
+                .or_else(|| l.strip_prefix("err "))
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+        assert!(whole, "a torn line: {l:?}");
+    }
+    assert_eq!(text.lines().count(), 6001);
+}
