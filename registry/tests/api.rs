@@ -943,7 +943,9 @@ async fn blob_upstream(content: Vec<u8>) -> (String, Arc<AtomicUsize>) {
                 async move { content }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
     let url = format!("http://{}", listener.local_addr().expect("its address"));
     tokio::spawn(async move { axum::serve(listener, router).await });
     (url, gets)
