@@ -124,31 +124,79 @@ pub async fn insert(
     Ok(row.into())
 }
 
-#[derive(sqlx::FromRow)]
-struct SecretRow {
-    #[sqlx(flatten)]
-    token: Row,
+/// An access token found by id for a login: the token, its secret's hash
+/// and its owner, read afresh (a disable or delete applies at once).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Found {
+    token_id: String,
+    token_name: String,
+    scopes: String,
+    admin: bool,
+    created_by: String,
+    token_created_at: i64,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+    last_used_from: Option<String>,
     secret_hash: Vec<u8>,
+    #[sqlx(flatten)]
+    user: User,
 }
 
-/// The token with this id, its owner and its secret's hash. The owner is
-/// read afresh, so that a disable or delete applies at once.
+/// The columns of [`Found`] from `access_tokens t JOIN users u`, then the
+/// condition (a macro, for `concat!`).
+macro_rules! select_found {
+    ($rest:literal) => {
+        concat!(
+            "SELECT t.id AS token_id, t.name AS token_name, t.scopes, t.admin, t.created_by, ",
+            "t.created_at AS token_created_at, t.expires_at, t.last_used_at, t.last_used_from, ",
+            "t.secret_hash, u.id, u.name, u.password_hash, u.imported_hash, u.is_admin, ",
+            "u.is_robot, u.disabled, u.password_changed_at, u.created_at, u.updated_at ",
+            "FROM access_tokens t JOIN users u ON u.id = t.user_id ",
+            $rest
+        )
+    };
+}
+
+/// The token with this id, its owner and its secret's hash, in one query
+/// (on PostgreSQL shared with the lookups made at the same time:
+/// [`super::coalesce`]).
 pub async fn find(db: &Db, id: &str) -> Result<Option<(User, AccessToken, Vec<u8>)>, Error> {
-    let found: Option<SecretRow> = on_pool!(db.reader(), |c| sqlx::query_as(concat!(
-        "SELECT t.id, u.name AS owner, t.name, t.scopes, t.admin, t.created_by, ",
-        "t.created_at, t.expires_at, t.last_used_at, t.last_used_from, t.secret_hash ",
-        "FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(c)
-    .await)?;
-    let Some(found) = found else {
-        return Ok(None);
+    let found: Option<Found> = match db.access_lookups() {
+        Some(lookups) => lookups.get(id.to_owned()).await?,
+        None => on_pool!(db.reader(), |c| sqlx::query_as(select_found!(
+            "WHERE t.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(c)
+        .await)?,
     };
-    let Some(user) = super::users::get(db, &found.token.owner).await? else {
-        return Ok(None);
-    };
-    Ok(Some((user, found.token.into(), found.secret_hash)))
+    Ok(found.map(|f| {
+        let token = AccessToken {
+            scopes: scopes_from_json(&f.scopes),
+            id: f.token_id,
+            owner: f.user.name.clone(),
+            name: f.token_name,
+            admin: f.admin,
+            created_by: f.created_by,
+            created_at: f.token_created_at,
+            expires_at: f.expires_at,
+            last_used_at: f.last_used_at,
+            last_used_from: f.last_used_from,
+        };
+        (f.user, token, f.secret_hash)
+    }))
+}
+
+/// The tokens among these ids, in one PostgreSQL query.
+pub(super) async fn find_many(
+    pool: &sqlx::PgPool,
+    ids: Vec<String>,
+) -> Result<Vec<(String, Found)>, Error> {
+    let rows: Vec<Found> = sqlx::query_as(select_found!("WHERE t.id = ANY($1)"))
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|f| (f.token_id.clone(), f)).collect())
 }
 
 /// The token with this id, without its secret.

@@ -26,12 +26,10 @@ pub const MAX_BATCH: usize = 64;
 pub const IN_FLIGHT: usize = 4;
 
 type Reply<V> = oneshot::Sender<Result<Option<V>, Error>>;
-/// The query: the rows found among `keys`, each with its key.
-pub type Query<K, V> = Arc<
-    dyn Fn(Vec<K>) -> Pin<Box<dyn Future<Output = Result<Vec<(K, V)>, Error>> + Send>>
-        + Send
-        + Sync,
->;
+/// What a query answers: the rows found among its keys, each with its key.
+pub type Answer<K, V> = Pin<Box<dyn Future<Output = Result<Vec<(K, V)>, Error>> + Send>>;
+/// The query of a batch of keys.
+pub type Query<K, V> = Arc<dyn Fn(Vec<K>) -> Answer<K, V> + Send + Sync>;
 
 /// See the module comment. Cloning shares the queue.
 pub struct Coalescer<K, V> {

@@ -144,13 +144,16 @@ pub(crate) use {on_pool, on_tx};
 pub struct Db {
     read: Pool,
     write: Pool,
-    /// PostgreSQL: refresh-token lookups, batched; started on first use
-    /// (on the runtime that uses it).
+    /// PostgreSQL: refresh-token and access-token lookups, batched; each
+    /// started on first use (on the runtime that uses it).
     refresh_lookups: Arc<OnceLock<RefreshLookups>>,
+    access_lookups: Arc<OnceLock<AccessLookups>>,
 }
 
 /// Refresh-token lookups by hash (see [`coalesce`]).
 type RefreshLookups = coalesce::Coalescer<Vec<u8>, refresh_tokens::Found>;
+/// Access-token lookups by id (see [`coalesce`]).
+type AccessLookups = coalesce::Coalescer<String, access_tokens::Found>;
 
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -205,6 +208,7 @@ impl Db {
             read: Pool::Sqlite(read),
             write: Pool::Sqlite(write),
             refresh_lookups: Arc::default(),
+            access_lookups: Arc::default(),
         })
     }
 
@@ -227,6 +231,7 @@ impl Db {
             read: Pool::Postgres(pool.clone()),
             write: Pool::Postgres(pool),
             refresh_lookups: Arc::default(),
+            access_lookups: Arc::default(),
         })
     }
 
@@ -238,15 +243,35 @@ impl Db {
     /// PostgreSQL's batched refresh-token lookups; `None` on SQLite, whose
     /// queries are no round trip.
     fn refresh_lookups(&self) -> Option<&RefreshLookups> {
+        self.batched(&self.refresh_lookups, |pool, hashes| {
+            Box::pin(async move { refresh_tokens::find_many(&pool, hashes).await })
+        })
+    }
+
+    /// PostgreSQL's batched access-token lookups; `None` on SQLite.
+    fn access_lookups(&self) -> Option<&AccessLookups> {
+        self.batched(&self.access_lookups, |pool, ids| {
+            Box::pin(async move { access_tokens::find_many(&pool, ids).await })
+        })
+    }
+
+    /// The coalescer in `cell`, started with `query` over the PostgreSQL
+    /// pool on first use; `None` on SQLite.
+    fn batched<'a, K, V>(
+        &self,
+        cell: &'a OnceLock<coalesce::Coalescer<K, V>>,
+        query: fn(sqlx::PgPool, Vec<K>) -> coalesce::Answer<K, V>,
+    ) -> Option<&'a coalesce::Coalescer<K, V>>
+    where
+        K: Clone + Eq + std::hash::Hash + Send + 'static,
+        V: Clone + Send + 'static,
+    {
         let Pool::Postgres(pool) = &self.read else {
             return None;
         };
-        Some(self.refresh_lookups.get_or_init(|| {
+        Some(cell.get_or_init(|| {
             let pool = pool.clone();
-            coalesce::Coalescer::start(Arc::new(move |hashes| {
-                let pool = pool.clone();
-                Box::pin(async move { refresh_tokens::find_many(&pool, hashes).await })
-            }))
+            coalesce::Coalescer::start(Arc::new(move |keys| query(pool.clone(), keys)))
         }))
     }
 
