@@ -171,11 +171,11 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<(User, AccessToken, Vec<u8
         .await)?,
     };
     Ok(found.map(|f| {
-        let token = AccessToken {
-            scopes: scopes_from_json(&f.scopes),
+        let token = Row {
             id: f.token_id,
             owner: f.user.name.clone(),
             name: f.token_name,
+            scopes: f.scopes,
             admin: f.admin,
             created_by: f.created_by,
             created_at: f.token_created_at,
@@ -183,7 +183,7 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<(User, AccessToken, Vec<u8
             last_used_at: f.last_used_at,
             last_used_from: f.last_used_from,
         };
-        (f.user, token, f.secret_hash)
+        (f.user, token.into(), f.secret_hash)
     }))
 }
 
