@@ -309,6 +309,31 @@ impl FsWriter {
         }
     }
 
+    /// Writes all of `slices` (one `writev` where it takes them all);
+    /// `end` moves only once every byte is written.
+    fn append(&mut self, slices: &mut [IoSlice<'_>]) -> Result<()> {
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        let mut rest = slices;
+        while !rest.is_empty() {
+            let written = match self.file.write_vectored(rest) {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) => {
+                    self.torn = true;
+                    return Err(Error::io("writing an upload", &e));
+                }
+            }
+        }
+        self.end += total as u64;
+        self.kick_writeback();
+        Ok(())
+    }
+
     fn cut_back(&mut self) -> io::Result<()> {
         self.finished = true;
         if self.end != self.start || self.torn {
@@ -324,38 +349,12 @@ impl Writer for FsWriter {
     }
 
     fn write(&mut self, data: Bytes) -> Result<()> {
-        if let Err(e) = self.file.write_all(&data) {
-            self.torn = true;
-            return Err(Error::io("writing an upload", &e));
-        }
-        self.end += data.len() as u64;
-        self.kick_writeback();
-        Ok(())
+        self.append(&mut [IoSlice::new(&data)])
     }
 
     fn write_pieces(&mut self, pieces: Vec<Bytes>) -> Result<()> {
         let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            match self.file.write_vectored(rest) {
-                Ok(0) => {
-                    self.torn = true;
-                    let e = io::Error::from(io::ErrorKind::WriteZero);
-                    return Err(Error::io("writing an upload", &e));
-                }
-                Ok(n) => {
-                    self.end += n as u64;
-                    IoSlice::advance_slices(&mut rest, n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.torn = true;
-                    return Err(Error::io("writing an upload", &e));
-                }
-            }
-        }
-        self.kick_writeback();
-        Ok(())
+        self.append(&mut slices)
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
