@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
+use e2e::fixtures::random_bytes;
 use http::{Method, StatusCode};
 use registry::oci::{Digest, DigestAlgorithm};
 use support::*;
@@ -958,12 +959,6 @@ async fn mirror_of(url: &str) -> TestApp {
     .await
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(i as u8 | 1))
-        .collect()
-}
-
 /// Waits (at most 10 s) until no upload is left under the root: the fetch
 /// that wrote one has committed or discarded it.
 async fn uploads_settled(app: &TestApp) {
@@ -982,7 +977,7 @@ async fn uploads_settled(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirrored_blob_is_stored_once_whether_hashed_on_the_way_or_at_the_commit() {
     for len in [1024, registry::proxy::INLINE_HASH_MAX as usize + (1 << 20)] {
-        let content = pattern(len, 7);
+        let content = random_bytes(len);
         let digest = Digest::sha256_of(&content);
         let (url, gets) = blob_upstream(content.clone()).await;
         let app = mirror_of(&url).await;
@@ -1010,8 +1005,8 @@ async fn a_mirrored_blob_is_stored_once_whether_hashed_on_the_way_or_at_the_comm
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirrored_blob_of_wrong_content_is_never_stored() {
     for len in [1024, registry::proxy::INLINE_HASH_MAX as usize + (1 << 20)] {
-        let wanted = Digest::sha256_of(&pattern(len, 1));
-        let sent = pattern(len, 2);
+        let wanted = Digest::sha256_of(&random_bytes(len));
+        let sent = random_bytes(len);
         let (url, gets) = blob_upstream(sent.clone()).await;
         let app = mirror_of(&url).await;
         let path = format!("/v2/up/app/blobs/{wanted}");
