@@ -14,7 +14,10 @@
 //!    A manifest push does the mirror image: it writes its links, then
 //!    checks its content is still there (see `Storage::put_manifest`).
 //!    Whichever of the two comes second sees the other's write, so a push
-//!    that succeeds never references collected content.
+//!    that succeeds never references collected content. Until this look
+//!    such content is missing from its place, though: a request that
+//!    needs it meanwhile (a pull of the image just pushed) puts it back
+//!    itself (see `Storage::take_back_blob`).
 //! 4. **Delete** what is still set aside, drop blob links left dangling,
 //!    and purge uploads older than their age limit.
 //!
@@ -50,7 +53,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -186,14 +189,6 @@ impl Key {
             (DigestAlgorithm::Sha256, Ok(a)) => Key::Sha256(a),
             (alg, _) => Key::Other(alg, bytes.into_boxed_slice()),
         }
-    }
-
-    fn digest(&self) -> Option<Digest> {
-        let (alg, bytes): (DigestAlgorithm, &[u8]) = match self {
-            Key::Sha256(a) => (DigestAlgorithm::Sha256, a),
-            Key::Other(alg, b) => (*alg, b),
-        };
-        Digest::parse(&format!("{}:{}", alg.as_str(), hex::encode(bytes))).ok()
     }
 }
 
@@ -379,12 +374,20 @@ impl Storage {
         report.restored = self.restore_referenced(&mut run, mark_start)?;
         tracing::info!(elapsed = ?started.elapsed(), restored = report.restored, "gc: looked again");
 
-        // 4. Delete.
-        report.manifests_deleted = run.revisions.len();
-        for (key, size) in &run.blobs {
-            report.blobs_deleted += 1;
-            report.bytes_freed += size;
-            if let Some(d) = key.digest() {
+        // 4. Delete. Requests may have taken content back meanwhile (see
+        // `take_back_blob`): what is deleted is what is still set aside.
+        let names: HashSet<&RepoName> = run.revisions.iter().map(|(name, _)| name).collect();
+        for name in names {
+            for d in self.digests_in(&paths::gc_trash_revisions(&run.id, name))? {
+                if run.revisions.contains(&(name.clone(), d)) {
+                    report.manifests_deleted += 1;
+                }
+            }
+        }
+        for d in self.digests_in(&paths::gc_trash_blobs(&run.id))? {
+            if let Some(size) = run.blobs.get(&Key::of(&d)) {
+                report.blobs_deleted += 1;
+                report.bytes_freed += size;
                 self.manifests.invalidate(&d);
             }
         }
@@ -583,6 +586,52 @@ impl Storage {
             }
         }
         Ok(restored)
+    }
+
+    /// Puts blob `d`'s data back if a running collection set it aside,
+    /// for a request that needs it now. Returns whether it did.
+    ///
+    /// Step 2 may set aside content a manifest pushed meanwhile references;
+    /// step 3 puts it back, and in between a pull of the pushed image would
+    /// find it missing. Requests that find a blob linked but its data gone
+    /// (a pull, a HEAD, a push's check of its references) take it back
+    /// themselves instead. That only ever keeps content: what a collection
+    /// finds gone from its directory at step 4 it does not delete.
+    pub(super) fn take_back_blob(&self, d: &Digest) -> Result<bool> {
+        self.take_back(|run| paths::gc_trash_blob(run, d), &paths::blob_data(d))
+    }
+
+    /// Puts a revision link back if a running collection set it aside (an
+    /// untagged manifest, tagged since the mark): see `take_back_blob`.
+    pub(super) fn take_back_revision(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        self.take_back(
+            |run| paths::gc_trash_revision(run, name, d),
+            &paths::revision_link(name, d),
+        )
+    }
+
+    fn take_back(&self, trash: impl Fn(&str) -> PathBuf, place: &Path) -> Result<bool> {
+        for run in self
+            .backend
+            .list(&paths::gc_root())
+            .context("listing collections")?
+        {
+            let from = trash(&run.name);
+            if self
+                .backend
+                .stat(&from)
+                .context("looking for collected content")?
+                .is_some()
+            {
+                self.put_back(&from, place)?;
+                tracing::info!(
+                    path = %place.display(),
+                    "put back content a running garbage collection had set aside, for a request that needs it"
+                );
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Moves set-aside content back, unless the place was filled again

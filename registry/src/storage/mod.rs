@@ -384,11 +384,16 @@ impl Storage {
         if !self.blob_linked(name, d)? {
             return Ok(None);
         }
-        Ok(self
-            .backend
-            .stat(&paths::blob_data(d))
-            .context("reading a blob")?
-            .map(|m| m.size))
+        let stat = || {
+            self.backend
+                .stat(&paths::blob_data(d))
+                .context("reading a blob")
+        };
+        let meta = match stat()? {
+            None if self.take_back_blob(d)? => stat()?,
+            meta => meta,
+        };
+        Ok(meta.map(|m| m.size))
     }
 
     fn blob_linked(&self, name: &RepoName, d: &Digest) -> Result<bool> {
@@ -407,9 +412,15 @@ impl Storage {
         if !self.blob_linked(name, d)? {
             return Ok(None);
         }
-        self.backend
-            .read_from(&paths::blob_data(d), offset)
-            .context("opening a blob")
+        let open = || {
+            self.backend
+                .read_from(&paths::blob_data(d), offset)
+                .context("opening a blob")
+        };
+        match open()? {
+            None if self.take_back_blob(d)? => open(),
+            found => Ok(found),
+        }
     }
 
     /// Whether blob data for `d` exists in the store, whatever repository
@@ -585,14 +596,23 @@ impl Storage {
 
     /// The digest a reference resolves to in the repository, if any.
     pub fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Option<Digest>> {
-        let digest = match reference {
+        let (digest, tagged) = match reference {
             Reference::Tag(tag) => match self.read_link(&paths::tag_current_link(name, tag))? {
-                Some(d) => d,
+                Some(d) => (d, true),
                 None => return Ok(None),
             },
-            Reference::Digest(d) => d.clone(),
+            Reference::Digest(d) => (d.clone(), false),
         };
-        Ok(self.has_revision(name, &digest)?.then_some(digest))
+        if self.has_revision(name, &digest)? {
+            return Ok(Some(digest));
+        }
+        // A tagged revision missing: a running collection set it aside
+        // before the tag was written, and puts it back after its second
+        // look; the request does not wait for that.
+        let taken_back = tagged
+            && self.take_back_revision(name, &digest)?
+            && self.has_revision(name, &digest)?;
+        Ok(taken_back.then_some(digest))
     }
 
     /// The manifest a reference names in the repository.
@@ -612,11 +632,16 @@ impl Storage {
         if let Some(m) = self.manifests.get(d) {
             return Ok(Some(m));
         }
-        let Some(bytes) = self
-            .backend
-            .get(&paths::blob_data(d))
-            .context("reading a manifest")?
-        else {
+        let get = || {
+            self.backend
+                .get(&paths::blob_data(d))
+                .context("reading a manifest")
+        };
+        let bytes = match get()? {
+            None if self.take_back_blob(d)? => get()?,
+            bytes => bytes,
+        };
+        let Some(bytes) = bytes else {
             return Ok(None);
         };
         let m = Arc::new(StoredManifest {

@@ -4,9 +4,9 @@
 //! backend is shared between them.
 
 use std::io::Read;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,6 +72,8 @@ on_every_backend!(
     another_replicas_tags_show_within_the_ttl,
     a_manifest_by_digest_is_served_from_memory_on_remote_storage,
     catalog_pages_are_in_order_and_read_only_what_they_list,
+    a_blob_set_aside_under_a_push_made_meanwhile_still_pulls,
+    a_revision_set_aside_under_a_tag_made_meanwhile_still_pulls,
 );
 
 fn replica(backend: &Arc<dyn Backend>) -> Arc<Storage> {
@@ -239,15 +241,46 @@ async fn another_replicas_tags_show_within_the_ttl(backend: Arc<dyn Backend>) {
     assert_eq!(*a.list_tags(&name).unwrap().unwrap(), ["one", "two"]);
 }
 
+/// Called before (`false`) and after (`true`) each `rename`, with its
+/// destination.
+type RenameHook = Box<dyn Fn(&Path, bool) + Send + Sync>;
+
 /// A backend that counts the calls made to it, and says it is remote so
-/// that `Storage` caches as it does over S3.
-#[derive(Debug)]
+/// that `Storage` caches as it does over S3; and that can run a hook
+/// around renames, to act in the middle of a collection.
 struct Counted {
     inner: Arc<dyn Backend>,
     calls: AtomicUsize,
+    on_rename: Option<RenameHook>,
+}
+
+impl std::fmt::Debug for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted")
+            .field("inner", &self.inner)
+            .field("calls", &self.calls)
+            .field("on_rename", &self.on_rename.is_some())
+            .finish()
+    }
 }
 
 impl Counted {
+    fn new(inner: &Arc<dyn Backend>) -> Arc<Counted> {
+        Arc::new(Counted {
+            inner: inner.clone(),
+            calls: AtomicUsize::new(0),
+            on_rename: None,
+        })
+    }
+
+    fn with_rename_hook(inner: &Arc<dyn Backend>, hook: RenameHook) -> Arc<Counted> {
+        Arc::new(Counted {
+            inner: inner.clone(),
+            calls: AtomicUsize::new(0),
+            on_rename: Some(hook),
+        })
+    }
+
     fn count(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
     }
@@ -329,15 +362,19 @@ impl Backend for Counted {
         durability: Durability,
     ) -> super::Result<()> {
         self.count();
-        self.inner.rename(from, to, stop, durability)
+        if let Some(hook) = &self.on_rename {
+            hook(to, false);
+        }
+        let result = self.inner.rename(from, to, stop, durability);
+        if let Some(hook) = &self.on_rename {
+            hook(to, true);
+        }
+        result
     }
 }
 
 async fn a_manifest_by_digest_is_served_from_memory_on_remote_storage(backend: Arc<dyn Backend>) {
-    let counted = Arc::new(Counted {
-        inner: backend.clone(),
-        calls: AtomicUsize::new(0),
-    });
+    let counted = Counted::new(&backend);
     let a = Arc::new(Storage::new(counted.clone()));
     let b = replica(&backend);
     let name = repo("cached/app");
@@ -401,10 +438,7 @@ async fn catalog_pages_are_in_order_and_read_only_what_they_list(backend: Arc<dy
     });
     let mut expected = names.clone();
     expected.sort();
-    let counted = Arc::new(Counted {
-        inner: backend.clone(),
-        calls: AtomicUsize::new(0),
-    });
+    let counted = Counted::new(&backend);
     let s = Arc::new(Storage::new(counted.clone()));
     let all = |_: &str| true;
     assert_eq!(
@@ -459,4 +493,175 @@ async fn catalog_pages_are_in_order_and_read_only_what_they_list(backend: Arc<dy
         calls <= 2 + 2 + 15,
         "{calls} storage calls for a page of 10"
     );
+}
+
+/// Whether `to` is where a collection sets aside what `trash` names (for
+/// the run `to` belongs to).
+fn set_aside_as(to: &Path, trash: impl Fn(&str) -> PathBuf) -> bool {
+    to.strip_prefix(super::paths::gc_root())
+        .ok()
+        .and_then(|rest| rest.iter().next())
+        .and_then(|run| run.to_str())
+        .is_some_and(|run| to == trash(run))
+}
+
+/// Reads the whole blob `d` of `name`, or says why not.
+fn pull_blob(s: &Storage, name: &RepoName, d: &Digest) -> Result<Vec<u8>, String> {
+    match s.read_blob(name, d, 0) {
+        Ok(Some((mut r, _))) => {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).map_err(|e| e.to_string())?;
+            Ok(got)
+        }
+        Ok(None) => Err(format!("{d}: not found")),
+        Err(e) => Err(format!("{d}: {e:?}")),
+    }
+}
+
+/// A collection sets aside a blob no manifest referenced when it marked;
+/// a push referencing it completes just before the move (its check found
+/// the blob there). Until the collection's second look puts it back, the
+/// acknowledged image must still pull: the pull takes the blob back itself.
+async fn a_blob_set_aside_under_a_push_made_meanwhile_still_pulls(backend: Arc<dyn Backend>) {
+    let pusher = replica(&backend);
+    let name = repo("race/blob");
+    // The config is shared with a kept image: the layer is the one blob
+    // the collection sets aside.
+    push_image(&pusher, &name, "kept", b"kept layer").await;
+    let config = Digest::sha256_of(b"{}");
+    let layer = push_blob(&pusher, &name, b"an old layer").await;
+    let bytes = image(&config, 2, &layer, 12);
+    let manifest =
+        Manifest::parse(Some("application/vnd.oci.image.manifest.v1+json"), &bytes).unwrap();
+    let digest = Digest::sha256_of(&bytes);
+    let tag = Tag::parse("new").unwrap();
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let hook: RenameHook = {
+        let (pusher, name, layer, failures, pulled) = (
+            pusher.clone(),
+            name.clone(),
+            layer.clone(),
+            failures.clone(),
+            pulled.clone(),
+        );
+        Box::new(move |to, done| {
+            if !set_aside_as(to, |run| super::paths::gc_trash_blob(run, &layer)) {
+                return;
+            }
+            let outcome = if done {
+                let by_tag = Reference::Tag(tag.clone());
+                match pusher.get_manifest(&name, &by_tag) {
+                    Ok(Some(_)) => pull_blob(&pusher, &name, &layer).and_then(|got| {
+                        (got == b"an old layer")
+                            .then_some(())
+                            .ok_or_else(|| "the layer's bytes differ".to_owned())
+                    }),
+                    other => Err(format!("manifest: {other:?}")),
+                }
+                .map(|()| {
+                    pulled.fetch_add(1, Ordering::SeqCst);
+                })
+            } else {
+                pusher
+                    .put_manifest(&name, Some(&tag), &digest, &bytes, &manifest)
+                    .map_err(|e| format!("push: {e:?}"))
+            };
+            if let Err(e) = outcome {
+                failures.lock().unwrap().push(e);
+            }
+        })
+    };
+    let collector = Arc::new(Storage::new(Counted::with_rename_hook(&backend, hook)));
+    let now = GcOptions {
+        grace: Duration::ZERO,
+        ..GcOptions::default()
+    };
+    let report = collector.run(move |s| s.gc(&now)).await.unwrap();
+    assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(pulled.load(Ordering::SeqCst), 1, "the layer was set aside");
+    assert_eq!(report.blobs_deleted, 0, "{report}");
+    assert_eq!(pull_blob(&pusher, &name, &layer).unwrap(), b"an old layer");
+    assert!(pusher.fsck(false).unwrap().is_clean());
+}
+
+/// The same for a revision: with `delete_untagged`, a collection sets an
+/// untagged manifest aside just after a push tagged it. A pull by the tag
+/// meanwhile takes the revision back.
+async fn a_revision_set_aside_under_a_tag_made_meanwhile_still_pulls(backend: Arc<dyn Backend>) {
+    let pusher = replica(&backend);
+    let name = repo("race/revision");
+    let untagged = push_image(&pusher, &name, "old", b"untagged layer").await;
+    assert!(
+        pusher
+            .delete_tag(&name, &Tag::parse("old").unwrap())
+            .unwrap()
+    );
+    let stored = pusher
+        .get_manifest(&name, &Reference::Digest(untagged.clone()))
+        .unwrap()
+        .unwrap();
+    let bytes = stored.bytes.clone();
+    let manifest =
+        Manifest::parse(Some("application/vnd.oci.image.manifest.v1+json"), &bytes).unwrap();
+    let tag = Tag::parse("again").unwrap();
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let hook: RenameHook = {
+        let (pusher, name, untagged, failures, pulled) = (
+            pusher.clone(),
+            name.clone(),
+            untagged.clone(),
+            failures.clone(),
+            pulled.clone(),
+        );
+        Box::new(move |to, done| {
+            if !set_aside_as(to, |run| {
+                super::paths::gc_trash_revision(run, &name, &untagged)
+            }) {
+                return;
+            }
+            let outcome = if done {
+                match pusher.get_manifest(&name, &Reference::Tag(tag.clone())) {
+                    Ok(Some(m)) if m.digest == untagged => {
+                        pulled.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                    other => Err(format!("pull by tag: {other:?}")),
+                }
+            } else {
+                pusher
+                    .put_manifest(&name, Some(&tag), &untagged, &bytes, &manifest)
+                    .map_err(|e| format!("push: {e:?}"))
+            };
+            if let Err(e) = outcome {
+                failures.lock().unwrap().push(e);
+            }
+        })
+    };
+    let collector = Arc::new(Storage::new(Counted::with_rename_hook(&backend, hook)));
+    let now = GcOptions {
+        grace: Duration::ZERO,
+        delete_untagged: true,
+        ..GcOptions::default()
+    };
+    let report = collector.run(move |s| s.gc(&now)).await.unwrap();
+    assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(
+        pulled.load(Ordering::SeqCst),
+        1,
+        "the revision was set aside"
+    );
+    assert_eq!(
+        (report.manifests_deleted, report.blobs_deleted),
+        (0, 0),
+        "{report}"
+    );
+    let by_tag = Reference::Tag(Tag::parse("again").unwrap());
+    assert!(pusher.get_manifest(&name, &by_tag).unwrap().is_some());
+    assert_eq!(
+        pull_blob(&pusher, &name, &Digest::sha256_of(b"untagged layer")).unwrap(),
+        b"untagged layer"
+    );
+    assert!(pusher.fsck(false).unwrap().is_clean());
 }

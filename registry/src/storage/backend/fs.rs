@@ -688,12 +688,14 @@ impl Backend for FsBackend {
                     fs::rename(&abs_from, p).map(|()| None)
                 })
             }),
-            Durability::Scratch => {
+            // The directory made may be pruned by a move out of its
+            // neighbour (a collection's set-aside content taken back).
+            Durability::Scratch => retry_if_dir_vanished(|| {
                 if let Some(dir) = abs_to.parent() {
-                    fs::create_dir_all(dir).map_err(io_err("moving an object"))?;
+                    fs::create_dir_all(dir)?;
                 }
                 fs::rename(&abs_from, &abs_to)
-            }
+            }),
         };
         result.map_err(io_err("moving an object"))?;
         self.prune_parent(from, stop);
