@@ -154,6 +154,15 @@ pub fn require_tool(name: &str, package: &str) -> PathBuf {
 /// release). Only for programs that cannot bind port 0 and report it; callers
 /// retry on a conflict.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
+    let [port] = free_ports();
+    port
+}
+
+/// `N` distinct free TCP ports on 127.0.0.1 (all bound at once, then
+/// released): two `free_port` calls in a row may give the same port.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [std::net::TcpListener; N] = std::array::from_fn(|_| {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+    });
+    listeners.map(|l| l.local_addr().expect("local address").port())
 }

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::bins::{free_port, which};
+use crate::bins::{free_ports, which};
 use crate::process::{CommandExt, Daemon, describe_output};
 
 /// How long Garage may take to answer its CLI after starting.
@@ -109,7 +109,7 @@ impl Garage {
     ) -> Result<(Daemon, PathBuf, String, String, String), String> {
         let run = dir.join(format!("run-{}", rand::random::<u32>()));
         std::fs::create_dir_all(&run).map_err(|e| e.to_string())?;
-        let (rpc, s3) = (free_port(), free_port());
+        let [rpc, s3] = free_ports();
         let secret = hex::encode(rand::random::<[u8; 32]>());
         let config = run.join("garage.toml");
         crate::write(

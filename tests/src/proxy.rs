@@ -100,12 +100,20 @@ pub struct Nginx {
 
 impl Nginx {
     /// Starts nginx with `http_block` (the contents of its `http { }`
-    /// block) and waits until `listen` accepts connections.
+    /// block) and waits until it has bound every `listen` of it and
+    /// `listen` accepts connections.
     pub fn start(http_block: &str, listen: SocketAddr) -> Nginx {
+        Nginx::try_start(http_block, listen).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As `start`, but an nginx that exits during startup (a port taken
+    /// meanwhile by another program) is an error to retry, not a panic.
+    pub fn try_start(http_block: &str, listen: SocketAddr) -> Result<Nginx, String> {
         let nginx = require_tool("nginx", "nginx");
         let dir = crate::temp_dir("nginx");
         let d = dir.path();
         std::fs::create_dir_all(d.join("tmp")).expect("create nginx temp dir");
+        let pid_file = d.join("nginx.pid");
         let conf = format!(
             "daemon off;\n\
              user root;\n\
@@ -122,7 +130,7 @@ impl Nginx {
                scgi_temp_path {tmp}/scgi;\n\
              {http_block}\n\
              }}\n",
-            pid = d.join("nginx.pid").display(),
+            pid = pid_file.display(),
             log = d.join("error.log").display(),
             access = d.join("access.log").display(),
             tmp = d.join("tmp").display(),
@@ -136,24 +144,31 @@ impl Nginx {
             .arg("-c")
             .arg(d.join("nginx.conf"))
             .ok();
+        // `-t` leaves no pid file; the server writes it once every listen
+        // socket is bound (while it retries a busy port, the ports bound
+        // before it already accept connections).
+        let _ = std::fs::remove_file(&pid_file);
         let mut cmd = Command::new(&nginx);
         cmd.arg("-p").arg(d).arg("-c").arg(d.join("nginx.conf"));
         let mut daemon = Daemon::spawn("nginx", &cmd, &d.join("nginx.out"));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
+        while !pid_file.exists()
+            || TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err()
+        {
             if !daemon.is_running() {
-                daemon.fail(&format!(
-                    "exited during startup:\n{}",
+                return Err(format!(
+                    "nginx exited during startup:\n{}",
                     std::fs::read_to_string(d.join("error.log")).unwrap_or_default()
                 ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "nginx does not accept connections on {listen} after 30 s"
-            );
+            if Instant::now() >= deadline {
+                daemon.fail(&format!(
+                    "does not accept connections on {listen} after 30 s"
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Nginx { daemon, dir }
+        Ok(Nginx { daemon, dir })
     }
 
     /// nginx's access log so far.

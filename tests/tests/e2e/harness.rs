@@ -194,3 +194,33 @@ fn stdout_and_stderr_lines_stay_whole_in_the_log() {
     }
     assert_eq!(text.lines().count(), 6001);
 }
+
+/// nginx binds its ports one by one, each accepting connections at once,
+/// and retries a busy one for seconds before it exits: a start that waited
+/// only for the first port took a half-started nginx for a running one
+/// (the replicas test then sent authd's requests to whatever held the
+/// other port).
+#[test]
+fn nginx_is_started_only_once_every_port_is_its_own() {
+    let [free, busy] = e2e::bins::free_ports();
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", busy)).expect("hold a port");
+    let config = format!(
+        "server {{ listen 127.0.0.1:{free}; return 204; }}\n\
+         server {{ listen 127.0.0.1:{busy}; return 204; }}\n"
+    );
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free));
+    let refused = e2e::proxy::Nginx::try_start(&config, listen).map(drop);
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("Address already in use")),
+        "{refused:?}"
+    );
+    let [other] = e2e::bins::free_ports();
+    let config = format!(
+        "server {{ listen 127.0.0.1:{free}; return 204; }}\n\
+         server {{ listen 127.0.0.1:{other}; return 204; }}\n"
+    );
+    let nginx = e2e::proxy::Nginx::try_start(&config, listen).expect("nginx on free ports");
+    drop(nginx);
+}

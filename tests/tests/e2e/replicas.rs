@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use e2e::authd::{ISSUER, SERVICE};
-use e2e::bins::free_port;
+use e2e::bins::free_ports;
 use e2e::fixtures::{random_bytes, random_name};
 use e2e::garage::Garage;
 use e2e::process::describe_output;
@@ -115,40 +115,51 @@ impl Stack {
         // One after the other: the first creates the admin and the key.
         let authds = vec![authd(), authd()];
 
-        let (registry_port, authd_port) = (free_port(), free_port());
-        let authd_front = format!("http://127.0.0.1:{authd_port}");
-        let auth = Auth::Token {
-            realm: format!("{authd_front}/token"),
-            service: SERVICE.to_owned(),
-            issuer: ISSUER.to_owned(),
-            rootcertbundle: None,
-            jwks: None,
-            // Through nginx: keys are fetched from whichever authd is up.
-            jwksurl: Some(format!("{authd_front}/.well-known/jwks.json")),
-        };
-        let registry = || {
-            Registry::builder()
-                .s3(&garage, "/registry")
-                .auth(auth.clone())
-                .start()
-        };
-        let registries = vec![registry(), registry()];
-
         let upstream_log = dir.path().join("upstreams.log");
         let authd_addrs: Vec<String> = authds
             .iter()
             .map(|a| a.url().trim_start_matches("http://").to_owned())
             .collect();
-        let config = nginx_config(
-            &upstream_log,
-            registry_port,
-            &[registries[0].host(), registries[1].host()],
-            authd_port,
-            &[authd_addrs[0].as_str(), authd_addrs[1].as_str()],
-        );
-        let nginx = Nginx::start(&config, SocketAddr::from(([127, 0, 0, 1], registry_port)));
+        // nginx's ports are picked before the registries start (their
+        // config names authd's front) and bound by nginx after: a program
+        // that takes one meanwhile makes nginx exit, and the ports are
+        // picked again.
+        let mut attempts = 0;
+        let (registry_port, authd_front, registries, nginx) = loop {
+            attempts += 1;
+            let [registry_port, authd_port] = free_ports();
+            let authd_front = format!("http://127.0.0.1:{authd_port}");
+            let auth = Auth::Token {
+                realm: format!("{authd_front}/token"),
+                service: SERVICE.to_owned(),
+                issuer: ISSUER.to_owned(),
+                rootcertbundle: None,
+                jwks: None,
+                // Through nginx: keys are fetched from whichever authd is up.
+                jwksurl: Some(format!("{authd_front}/.well-known/jwks.json")),
+            };
+            let registry = || {
+                Registry::builder()
+                    .s3(&garage, "/registry")
+                    .auth(auth.clone())
+                    .start()
+            };
+            let registries = vec![registry(), registry()];
+            let config = nginx_config(
+                &upstream_log,
+                registry_port,
+                &[registries[0].host(), registries[1].host()],
+                authd_port,
+                &[authd_addrs[0].as_str(), authd_addrs[1].as_str()],
+            );
+            match Nginx::try_start(&config, SocketAddr::from(([127, 0, 0, 1], registry_port))) {
+                Ok(nginx) => break (registry_port, authd_front, registries, nginx),
+                Err(e) if attempts < 5 => eprintln!("{e}\npicking other ports"),
+                Err(e) => panic!("{e}"),
+            }
+        };
         wait_for("authd's front", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", authd_port)).is_ok()
+            std::net::TcpStream::connect(authd_front.trim_start_matches("http://")).is_ok()
         });
 
         let stack = Stack {
