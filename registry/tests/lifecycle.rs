@@ -324,9 +324,6 @@ async fn gc_puts_back_what_an_interrupted_run_set_aside_and_takes_a_lease() {
     ));
     std::fs::create_dir_all(trash.parent().unwrap()).unwrap();
     std::fs::rename(blob_path(&app, &layer), &trash).unwrap();
-    app.get(&format!("/v2/r/blobs/{layer}"))
-        .await
-        .assert_error(404, "BLOB_UNKNOWN");
     let s = storage(&app);
     // A collection running elsewhere holds a fresh lease: refused.
     let lease = app.root().join("docker/registry/v2/_gc.lease");
@@ -353,6 +350,17 @@ async fn gc_puts_back_what_an_interrupted_run_set_aside_and_takes_a_lease() {
         StatusCode::OK
     );
     assert!(app.get("/v2/r/manifests/v").await.body == m.as_bytes());
+
+    // Set aside by a collection still running (its lease held): a pull
+    // does not wait for that collection to put the layer back.
+    std::fs::create_dir_all(trash.parent().unwrap()).unwrap();
+    std::fs::rename(blob_path(&app, &layer), &trash).unwrap();
+    std::fs::write(&lease, "a running collection").unwrap();
+    let r = app.get(&format!("/v2/r/blobs/{layer}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, "layer of 1".repeat(10).as_bytes());
+    assert!(blob_path(&app, &layer).exists());
+    assert!(!trash.exists());
 }
 
 #[tokio::test]
