@@ -384,15 +384,11 @@ impl Storage {
         if !self.blob_linked(name, d)? {
             return Ok(None);
         }
-        let stat = || {
+        let meta = self.or_taken_back(d, || {
             self.backend
                 .stat(&paths::blob_data(d))
                 .context("reading a blob")
-        };
-        let meta = match stat()? {
-            None if self.take_back_blob(d)? => stat()?,
-            meta => meta,
-        };
+        })?;
         Ok(meta.map(|m| m.size))
     }
 
@@ -412,13 +408,23 @@ impl Storage {
         if !self.blob_linked(name, d)? {
             return Ok(None);
         }
-        let open = || {
+        self.or_taken_back(d, || {
             self.backend
                 .read_from(&paths::blob_data(d), offset)
                 .context("opening a blob")
-        };
-        match open()? {
-            None if self.take_back_blob(d)? => open(),
+        })
+    }
+
+    /// `read` of blob `d`'s data; when it finds nothing, again after taking
+    /// the data back from a running collection that set it aside (see
+    /// `gc`). Only for blobs the request's repository links.
+    fn or_taken_back<T>(
+        &self,
+        d: &Digest,
+        read: impl Fn() -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        match read()? {
+            None if self.take_back_blob(d)? => read(),
             found => Ok(found),
         }
     }
@@ -632,16 +638,12 @@ impl Storage {
         if let Some(m) = self.manifests.get(d) {
             return Ok(Some(m));
         }
-        let get = || {
+        let Some(bytes) = self.or_taken_back(d, || {
             self.backend
                 .get(&paths::blob_data(d))
                 .context("reading a manifest")
-        };
-        let bytes = match get()? {
-            None if self.take_back_blob(d)? => get()?,
-            bytes => bytes,
-        };
-        let Some(bytes) = bytes else {
+        })?
+        else {
             return Ok(None);
         };
         let m = Arc::new(StoredManifest {

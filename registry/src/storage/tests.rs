@@ -535,51 +535,34 @@ async fn a_blob_set_aside_under_a_push_made_meanwhile_still_pulls(backend: Arc<d
         Manifest::parse(Some("application/vnd.oci.image.manifest.v1+json"), &bytes).unwrap();
     let digest = Digest::sha256_of(&bytes);
     let tag = Tag::parse("new").unwrap();
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let pulled = Arc::new(AtomicUsize::new(0));
-    let hook: RenameHook = {
-        let (pusher, name, layer, failures, pulled) = (
-            pusher.clone(),
-            name.clone(),
-            layer.clone(),
-            failures.clone(),
-            pulled.clone(),
-        );
-        Box::new(move |to, done| {
-            if !set_aside_as(to, |run| super::paths::gc_trash_blob(run, &layer)) {
-                return;
-            }
-            let outcome = if done {
-                let by_tag = Reference::Tag(tag.clone());
-                match pusher.get_manifest(&name, &by_tag) {
-                    Ok(Some(_)) => pull_blob(&pusher, &name, &layer).and_then(|got| {
-                        (got == b"an old layer")
-                            .then_some(())
-                            .ok_or_else(|| "the layer's bytes differ".to_owned())
-                    }),
-                    other => Err(format!("manifest: {other:?}")),
-                }
-                .map(|()| {
-                    pulled.fetch_add(1, Ordering::SeqCst);
-                })
-            } else {
-                pusher
-                    .put_manifest(&name, Some(&tag), &digest, &bytes, &manifest)
-                    .map_err(|e| format!("push: {e:?}"))
-            };
-            if let Err(e) = outcome {
-                failures.lock().unwrap().push(e);
-            }
-        })
+    let push = {
+        let (pusher, name, tag) = (pusher.clone(), name.clone(), tag.clone());
+        move || {
+            pusher
+                .put_manifest(&name, Some(&tag), &digest, &bytes, &manifest)
+                .map_err(|e| format!("push: {e:?}"))
+        }
     };
-    let collector = Arc::new(Storage::new(Counted::with_rename_hook(&backend, hook)));
+    let pull = {
+        let (pusher, name, layer) = (pusher.clone(), name.clone(), layer.clone());
+        move || match pusher.get_manifest(&name, &Reference::Tag(tag.clone())) {
+            Ok(Some(_)) => pull_blob(&pusher, &name, &layer).and_then(|got| {
+                (got == b"an old layer")
+                    .then_some(())
+                    .ok_or_else(|| "the layer's bytes differ".to_owned())
+            }),
+            other => Err(format!("manifest: {other:?}")),
+        }
+    };
     let now = GcOptions {
         grace: Duration::ZERO,
         ..GcOptions::default()
     };
-    let report = collector.run(move |s| s.gc(&now)).await.unwrap();
-    assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
-    assert_eq!(pulled.load(Ordering::SeqCst), 1, "the layer was set aside");
+    let trash = {
+        let layer = layer.clone();
+        move |run: &str| super::paths::gc_trash_blob(run, &layer)
+    };
+    let report = collect_around_a_move(&backend, now, trash, push, pull).await;
     assert_eq!(report.blobs_deleted, 0, "{report}");
     assert_eq!(pull_blob(&pusher, &name, &layer).unwrap(), b"an old layer");
     assert!(pusher.fsck(false).unwrap().is_clean());
@@ -605,53 +588,32 @@ async fn a_revision_set_aside_under_a_tag_made_meanwhile_still_pulls(backend: Ar
     let manifest =
         Manifest::parse(Some("application/vnd.oci.image.manifest.v1+json"), &bytes).unwrap();
     let tag = Tag::parse("again").unwrap();
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let pulled = Arc::new(AtomicUsize::new(0));
-    let hook: RenameHook = {
-        let (pusher, name, untagged, failures, pulled) = (
-            pusher.clone(),
-            name.clone(),
-            untagged.clone(),
-            failures.clone(),
-            pulled.clone(),
-        );
-        Box::new(move |to, done| {
-            if !set_aside_as(to, |run| {
-                super::paths::gc_trash_revision(run, &name, &untagged)
-            }) {
-                return;
-            }
-            let outcome = if done {
-                match pusher.get_manifest(&name, &Reference::Tag(tag.clone())) {
-                    Ok(Some(m)) if m.digest == untagged => {
-                        pulled.fetch_add(1, Ordering::SeqCst);
-                        Ok(())
-                    }
-                    other => Err(format!("pull by tag: {other:?}")),
-                }
-            } else {
-                pusher
-                    .put_manifest(&name, Some(&tag), &untagged, &bytes, &manifest)
-                    .map_err(|e| format!("push: {e:?}"))
-            };
-            if let Err(e) = outcome {
-                failures.lock().unwrap().push(e);
-            }
-        })
+    let push = {
+        let (pusher, name, tag, untagged) =
+            (pusher.clone(), name.clone(), tag.clone(), untagged.clone());
+        move || {
+            pusher
+                .put_manifest(&name, Some(&tag), &untagged, &bytes, &manifest)
+                .map_err(|e| format!("push: {e:?}"))
+        }
     };
-    let collector = Arc::new(Storage::new(Counted::with_rename_hook(&backend, hook)));
+    let pull = {
+        let (pusher, name, untagged) = (pusher.clone(), name.clone(), untagged.clone());
+        move || match pusher.get_manifest(&name, &Reference::Tag(tag.clone())) {
+            Ok(Some(m)) if m.digest == untagged => Ok(()),
+            other => Err(format!("pull by tag: {other:?}")),
+        }
+    };
     let now = GcOptions {
         grace: Duration::ZERO,
         delete_untagged: true,
         ..GcOptions::default()
     };
-    let report = collector.run(move |s| s.gc(&now)).await.unwrap();
-    assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
-    assert_eq!(
-        pulled.load(Ordering::SeqCst),
-        1,
-        "the revision was set aside"
-    );
+    let trash = {
+        let (name, untagged) = (name.clone(), untagged.clone());
+        move |run: &str| super::paths::gc_trash_revision(run, &name, &untagged)
+    };
+    let report = collect_around_a_move(&backend, now, trash, push, pull).await;
     assert_eq!(
         (report.manifests_deleted, report.blobs_deleted),
         (0, 0),
@@ -664,4 +626,41 @@ async fn a_revision_set_aside_under_a_tag_made_meanwhile_still_pulls(backend: Ar
         b"untagged layer"
     );
     assert!(pusher.fsck(false).unwrap().is_clean());
+}
+
+/// Runs a collection (`opts`) whose move of what `trash` names into its
+/// run's directory is bracketed by `before` (a push, just before the move)
+/// and `after` (a pull, just after it); both must succeed, and the move
+/// must have happened once.
+async fn collect_around_a_move(
+    backend: &Arc<dyn Backend>,
+    opts: GcOptions,
+    trash: impl Fn(&str) -> PathBuf + Send + Sync + 'static,
+    before: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    after: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+) -> super::gc::GcReport {
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let moves = Arc::new(AtomicUsize::new(0));
+    let hook: RenameHook = {
+        let (failures, moves) = (failures.clone(), moves.clone());
+        Box::new(move |to, done| {
+            if !set_aside_as(to, &trash) {
+                return;
+            }
+            let outcome = if done {
+                moves.fetch_add(1, Ordering::SeqCst);
+                after()
+            } else {
+                before()
+            };
+            if let Err(e) = outcome {
+                failures.lock().unwrap().push(e);
+            }
+        })
+    };
+    let collector = Arc::new(Storage::new(Counted::with_rename_hook(backend, hook)));
+    let report = collector.run(move |s| s.gc(&opts)).await.unwrap();
+    assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(moves.load(Ordering::SeqCst), 1, "set aside once: {report}");
+    report
 }
