@@ -47,7 +47,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
@@ -157,6 +157,7 @@ pub struct S3Backend {
     describe: String,
     /// Whether the server honours `If-None-Match: *` (see `put_new`).
     conditional_writes: bool,
+    records: Records,
 }
 
 impl fmt::Debug for S3Backend {
@@ -249,6 +250,7 @@ impl S3Backend {
             runtime,
             describe,
             conditional_writes: false,
+            records: Records::default(),
         };
         // On a thread of its own: `open` may be called from async code
         // (the server's start), where blocking on the runtime is forbidden.
@@ -335,13 +337,40 @@ impl S3Backend {
     }
 
     /// The record of the resumable object at `key`, with its own time.
-    async fn record(store: &AmazonS3, key: &Key) -> Result<Option<(Record, SystemTime)>> {
+    async fn record(
+        store: &AmazonS3,
+        records: &Records,
+        key: &Key,
+    ) -> Result<Option<(Record, SystemTime)>> {
         let rkey = Self::with_suffix(key, PARTS_SUFFIX);
-        let Some((data, modified)) = Self::fetch(store, &rkey).await? else {
-            return Ok(None);
+        let known = records.known.get(&rkey);
+        let options = GetOptions::new().with_if_none_match(known.as_ref().map(|k| k.etag.clone()));
+        let got = match store.get_opts(&rkey, options).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotModified { .. }) => {
+                if let Some(k) = known {
+                    #[cfg(test)]
+                    records
+                        .confirmed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(Some((k.record.clone(), k.modified)));
+                }
+                return Err(Error::Io(format!(
+                    "{rkey}: the server answered 304 to an unconditional read"
+                )));
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                records.known.invalidate(&rkey);
+                return Ok(None);
+            }
+            Err(e) => return Err(map_err(e, rkey.as_ref())),
         };
+        let modified: SystemTime = got.meta.last_modified.into();
+        let etag = got.meta.e_tag.clone();
+        let data = got.bytes().await.map_err(|e| map_err(e, rkey.as_ref()))?;
         let record: Record = serde_json::from_slice(&data)
             .map_err(|e| Error::Io(format!("unreadable upload record {rkey}: {e}")))?;
+        records.remember(rkey, etag, &record, modified);
         Ok(Some((record, modified)))
     }
 
@@ -539,7 +568,10 @@ impl Backend for S3Backend {
         let key = self.key_of(path);
         let store = &self.store;
         self.block_on(async {
-            let (object, record) = tokio::join!(Self::head(store, &key), Self::record(store, &key));
+            let (object, record) = tokio::join!(
+                Self::head(store, &key),
+                Self::record(store, &self.records, &key)
+            );
             if let Some(meta) = object? {
                 return Ok(Some(meta));
             }
@@ -663,7 +695,9 @@ impl Backend for S3Backend {
                 // A resumable object: reported under its own name, with its
                 // size so far (unless it was completed meanwhile).
                 let key = self.key_of(&prefix.join(base));
-                if let Some((record, modified)) = self.block_on(Self::record(&self.store, &key))? {
+                if let Some((record, modified)) =
+                    self.block_on(Self::record(&self.store, &self.records, &key))?
+                {
                     f(
                         Path::new(base),
                         Meta {
@@ -705,7 +739,7 @@ impl Backend for S3Backend {
         let key = self.key_of(path);
         let store = self.store.clone();
         let (record, buf) = self.block_on(async {
-            let existing = Self::record(&store, &key).await?;
+            let existing = Self::record(&store, &self.records, &key).await?;
             match mode {
                 WriteMode::Create => {
                     if let Some((old, _)) = existing {
@@ -713,8 +747,8 @@ impl Backend for S3Backend {
                     }
                     Self::delete_key(&store, &key).await?;
                     let record = Record::default();
-                    put_record(&store, &key, &record).await?;
-                    Ok::<_, Error>((record, BytesMut::new()))
+                    put_record(&store, &self.records, &key, &record).await?;
+                    Ok::<_, Error>((record, Pending::default()))
                 }
                 WriteMode::Resume { size } => {
                     let Some((record, _)) = existing else {
@@ -726,7 +760,7 @@ impl Backend for S3Backend {
                             record.size()
                         )));
                     }
-                    let mut buf = BytesMut::new();
+                    let mut buf = Pending::default();
                     if let Some(tail) = &record.tail {
                         let tkey = Self::with_suffix(&key, tail);
                         let (data, _) = Self::fetch(&store, &tkey).await?.ok_or_else(|| {
@@ -739,7 +773,7 @@ impl Backend for S3Backend {
                                 record.tail_size
                             )));
                         }
-                        buf.extend_from_slice(&data);
+                        buf.push(data);
                     }
                     Ok((record, buf))
                 }
@@ -755,6 +789,7 @@ impl Backend for S3Backend {
             record,
             buf,
             in_flight: Vec::new(),
+            records: self.records.clone(),
         }))
     }
 
@@ -762,7 +797,10 @@ impl Backend for S3Backend {
         let key = self.key_of(path);
         let store = &self.store;
         self.block_on(async {
-            let (object, record) = tokio::join!(Self::head(store, &key), Self::record(store, &key));
+            let (object, record) = tokio::join!(
+                Self::head(store, &key),
+                Self::record(store, &self.records, &key)
+            );
             let existed = object?.is_some();
             if existed {
                 Self::delete_key(store, &key).await?;
@@ -791,7 +829,7 @@ impl Backend for S3Backend {
             for k in &keys {
                 if let Some(base) = k.as_ref().strip_suffix(PARTS_SUFFIX) {
                     let base = Key::from(base);
-                    if let Some((r, _)) = Self::record(store, &base).await? {
+                    if let Some((r, _)) = Self::record(store, &self.records, &base).await? {
                         Self::discard(store, &base, &r).await?;
                     }
                 }
@@ -957,15 +995,75 @@ async fn probe_conditional_writes(store: &AmazonS3, root: &str) -> Result<bool> 
     }
 }
 
-async fn put_record(store: &AmazonS3, key: &Key, record: &Record) -> Result<()> {
+async fn put_record(store: &AmazonS3, records: &Records, key: &Key, record: &Record) -> Result<()> {
     let rkey = S3Backend::with_suffix(key, PARTS_SUFFIX);
     let json =
         serde_json::to_vec(record).map_err(|e| Error::Io(format!("encoding {rkey}: {e}")))?;
-    store
+    // Whatever happens to the write, what is remembered is no longer sure.
+    records.known.invalidate(&rkey);
+    let put = store
         .put(&rkey, PutPayload::from(json))
         .await
-        .map(|_| ())
-        .map_err(|e| map_err(e, rkey.as_ref()))
+        .map_err(|e| map_err(e, rkey.as_ref()))?;
+    records.remember(rkey, put.e_tag, record, SystemTime::now());
+    Ok(())
+}
+
+/// Upload records as this process last read or wrote them, with the ETag
+/// the server gave them. A record is read again each time an upload
+/// continues (another replica may have written it), but as a conditional
+/// GET (`If-None-Match`): an unchanged record costs a `304` without a body.
+///
+/// Why not simply a GET: Garage answers a GET of an object over 3 KiB
+/// (a record of about 50 parts and more) with its headers and its body in
+/// two writes on a connection without `TCP_NODELAY`, and on a reused
+/// connection the body then waits for our delayed ACK: 40 ms per read,
+/// twice per chunk of a chunked upload. A `304` is one write.
+///
+/// The cache is only ever a shortcut to the same bytes: an entry is used
+/// only when the server confirms its ETag is still the object's.
+#[derive(Clone)]
+struct Records {
+    known: moka::sync::Cache<Key, Arc<KnownRecord>>,
+    /// Reads answered from `known` after a `304`.
+    #[cfg(test)]
+    confirmed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct KnownRecord {
+    etag: String,
+    record: Record,
+    /// The server's time for a record read, ours for one written.
+    modified: SystemTime,
+}
+
+impl Default for Records {
+    fn default() -> Records {
+        Records {
+            known: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            #[cfg(test)]
+            confirmed: Arc::default(),
+        }
+    }
+}
+
+impl Records {
+    fn remember(&self, rkey: Key, etag: Option<String>, record: &Record, modified: SystemTime) {
+        match etag {
+            Some(etag) => self.known.insert(
+                rkey,
+                Arc::new(KnownRecord {
+                    etag,
+                    record: record.clone(),
+                    modified,
+                }),
+            ),
+            None => self.known.invalidate(&rkey),
+        }
+    }
 }
 
 /// Reads an object's body stream from a blocking thread.
@@ -1011,6 +1109,54 @@ impl Read for StreamReader {
     }
 }
 
+/// Bytes written and not yet sent, kept as the pieces they came in: a part
+/// is sent as those pieces (cut where it ends), so the data is not copied
+/// on its way from the request to S3.
+#[derive(Debug, Default)]
+struct Pending {
+    pieces: Vec<Bytes>,
+    len: usize,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.len += piece.len();
+            self.pieces.push(piece);
+        }
+    }
+
+    /// Takes the first `n` bytes (at most all of them).
+    fn take(&mut self, n: usize) -> PutPayload {
+        let mut left = n.min(self.len);
+        self.len -= left;
+        let mut taken = Vec::new();
+        let mut rest = std::mem::take(&mut self.pieces).into_iter();
+        while left > 0 {
+            let Some(mut piece) = rest.next() else { break };
+            if piece.len() > left {
+                let head = piece.split_to(left);
+                self.pieces.push(piece);
+                left = 0;
+                taken.push(head);
+            } else {
+                left -= piece.len();
+                taken.push(piece);
+            }
+        }
+        self.pieces.extend(rest);
+        taken.into_iter().collect()
+    }
+
+    fn into_payload(self) -> PutPayload {
+        self.pieces.into_iter().collect()
+    }
+}
+
 /// A part upload in flight: its index and the task.
 type InFlight = (usize, u64, JoinHandle<object_store::Result<PartId>>);
 
@@ -1028,8 +1174,9 @@ struct S3Writer {
     committed_parts: usize,
     record: Record,
     /// Bytes after the last part sent.
-    buf: BytesMut,
+    buf: Pending,
     in_flight: Vec<InFlight>,
+    records: Records,
 }
 
 impl fmt::Debug for S3Writer {
@@ -1058,23 +1205,28 @@ impl S3Writer {
         self.record.upload_id = Some(id.clone());
         let mut on_record = self.record.clone();
         on_record.parts.truncate(self.committed_parts);
-        self.block_on(put_record(&self.store, &self.key, &on_record))?;
+        self.block_on(put_record(
+            &self.store,
+            &self.records,
+            &self.key,
+            &on_record,
+        ))?;
         Ok(id)
     }
 
     /// Sends `data` as the next part.
-    fn send_part(&mut self, data: Bytes) -> Result<()> {
+    fn send_part(&mut self, data: PutPayload) -> Result<()> {
         let id = self.upload_id()?;
         if self.in_flight.len() >= PARTS_IN_FLIGHT {
             self.settle_one()?;
         }
         let idx = self.record.parts.len() + self.in_flight.len();
-        let size = data.len() as u64;
+        let size = data.content_length() as u64;
         let store = self.store.clone();
         let key = self.key.clone();
         let task = self
             .handle
-            .spawn(async move { store.put_part(&key, &id, idx, PutPayload::from(data)).await });
+            .spawn(async move { store.put_part(&key, &id, idx, data).await });
         self.in_flight.push((idx, size, task));
         Ok(())
     }
@@ -1113,9 +1265,9 @@ impl Writer for S3Writer {
     }
 
     fn write(&mut self, data: Bytes) -> Result<()> {
-        self.buf.extend_from_slice(&data);
+        self.buf.push(data);
         while self.buf.len() >= self.chunk_size {
-            let part = self.buf.split_to(self.chunk_size).freeze();
+            let part = self.buf.take(self.chunk_size);
             self.send_part(part)?;
         }
         Ok(())
@@ -1127,27 +1279,28 @@ impl Writer for S3Writer {
         // not fetch it back: only a rest under the minimum part size is
         // kept as a tail object.
         if self.buf.len() as u64 >= MIN_CHUNK_SIZE {
-            let rest = std::mem::take(&mut self.buf).freeze();
+            let rest = std::mem::take(&mut self.buf).into_payload();
             self.send_part(rest)?;
         }
         self.settle_all()?;
         let old_tail = self.record.tail.take();
-        let tail = Bytes::from(std::mem::take(&mut self.buf));
+        let tail = std::mem::take(&mut self.buf).into_payload();
         let store = self.store.clone();
         let key = self.key.clone();
         let mut record = self.record.clone();
+        let records = self.records.clone();
         self.block_on(async move {
-            record.tail_size = tail.len() as u64;
-            if !tail.is_empty() {
+            record.tail_size = tail.content_length() as u64;
+            if tail.content_length() > 0 {
                 let suffix = format!("{TAIL_INFIX}{}", uuid::Uuid::new_v4().simple());
                 let tkey = S3Backend::with_suffix(&key, &suffix);
                 store
-                    .put(&tkey, PutPayload::from(tail))
+                    .put(&tkey, tail)
                     .await
                     .map_err(|e| map_err(e, tkey.as_ref()))?;
                 record.tail = Some(suffix);
             }
-            put_record(&store, &key, &record).await?;
+            put_record(&store, &records, &key, &record).await?;
             if let Some(old) = old_tail {
                 S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, &old)).await?;
             }
@@ -1169,12 +1322,12 @@ impl Writer for S3Writer {
     fn commit(mut self: Box<Self>, dest: &Path) -> Result<()> {
         self.settle_all()?;
         let dest = key_in(&self.root, dest);
-        let tail = Bytes::from(std::mem::take(&mut self.buf));
+        let tail = std::mem::take(&mut self.buf).into_payload();
         let upload = self.record.upload_id.clone();
         match upload {
             Some(id) if !self.record.parts.is_empty() => {
                 // The tail is the last part, which may be short.
-                if !tail.is_empty() {
+                if tail.content_length() > 0 {
                     self.send_part(tail)?;
                     self.settle_all()?;
                 }
@@ -1205,7 +1358,7 @@ impl Writer for S3Writer {
                 let (store, key) = (self.store.clone(), self.key.clone());
                 self.block_on(async move {
                     store
-                        .put(&dest, PutPayload::from(tail))
+                        .put(&dest, tail)
                         .await
                         .map_err(|e| map_err(e, dest.as_ref()))?;
                     if let Some(id) = upload {
@@ -1221,11 +1374,13 @@ impl Writer for S3Writer {
         // The resumable object is gone: its tail and record go too.
         let (store, key) = (self.store.clone(), self.key.clone());
         let old_tail = self.record.tail.take();
+        let rkey = S3Backend::with_suffix(&key, PARTS_SUFFIX);
+        self.records.known.invalidate(&rkey);
         self.block_on(async move {
             if let Some(t) = old_tail {
                 S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, &t)).await?;
             }
-            S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, PARTS_SUFFIX)).await
+            S3Backend::delete_key(&store, &rkey).await
         })
     }
 }
@@ -1317,6 +1472,69 @@ pub(crate) mod tests {
         assert!(f.backend.list(Path::new("t/_uploads")).unwrap().is_empty());
     }
 
+    /// Continuing an upload reads its record again (another replica may
+    /// have written it), but an unchanged record is confirmed by a `304`
+    /// instead of sent again, and one changed elsewhere is read anew.
+    #[test]
+    fn an_unchanged_upload_record_is_confirmed_and_a_changed_one_read_again() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let f = fixture();
+        let other = S3Backend::open(&config(&f.garage, "suite")).unwrap();
+        let up = Path::new("t/_uploads/u3/data");
+        let min = MIN_CHUNK_SIZE as usize;
+        let mut expected = vec![4u8; min];
+        let mut w = f.backend.writer(up, WriteMode::Create).unwrap();
+        w.write(Bytes::from(expected.clone())).unwrap();
+        w.close().unwrap();
+        let confirmed = || f.backend.records.confirmed.load(Relaxed);
+        let before = confirmed();
+        // A PATCH's two reads of the record: its stat, then its writer.
+        assert_eq!(f.backend.stat(up).unwrap().unwrap().size, min as u64);
+        let mut w = f
+            .backend
+            .writer(up, WriteMode::Resume { size: min as u64 })
+            .unwrap();
+        assert_eq!(confirmed(), before + 2, "the record was sent again");
+        w.write(Bytes::from_static(b"ab")).unwrap();
+        w.close().unwrap();
+        expected.extend_from_slice(b"ab");
+        // The other replica goes on: what this one remembers is stale.
+        let mut w = other
+            .writer(
+                up,
+                WriteMode::Resume {
+                    size: expected.len() as u64,
+                },
+            )
+            .unwrap();
+        w.write(Bytes::from_static(b"cd")).unwrap();
+        w.close().unwrap();
+        expected.extend_from_slice(b"cd");
+        let before = confirmed();
+        assert_eq!(
+            f.backend.stat(up).unwrap().unwrap().size,
+            expected.len() as u64,
+            "a record changed elsewhere was taken as unchanged"
+        );
+        assert_eq!(confirmed(), before);
+        let mut w = f
+            .backend
+            .writer(
+                up,
+                WriteMode::Resume {
+                    size: expected.len() as u64,
+                },
+            )
+            .unwrap();
+        w.write(Bytes::from_static(b"ef")).unwrap();
+        expected.extend_from_slice(b"ef");
+        w.commit(Path::new("t/blobs/z/data")).unwrap();
+        let got = f.backend.get(Path::new("t/blobs/z/data")).unwrap().unwrap();
+        assert!(got[..] == expected[..], "the committed bytes differ");
+        // The record is gone with the upload, and so is what was known of it.
+        assert!(f.backend.stat(up).unwrap().is_none());
+    }
+
     /// A PATCH of at least the minimum part size leaves its rest as a
     /// part, not as a tail object the next PATCH must download again; a
     /// smaller rest is a tail. Either way the bytes come out in order.
@@ -1333,7 +1551,7 @@ pub(crate) mod tests {
         let key = backend.key_of(up);
         let record = || {
             backend
-                .block_on(S3Backend::record(&backend.store, &key))
+                .block_on(S3Backend::record(&backend.store, &backend.records, &key))
                 .unwrap()
                 .unwrap()
                 .0
@@ -1381,6 +1599,31 @@ pub(crate) mod tests {
         w.commit(Path::new("t/blobs/y/data")).unwrap();
         let got = f.backend.get(Path::new("t/blobs/y/data")).unwrap().unwrap();
         assert!(got[..] == expected[..], "the committed bytes differ");
+    }
+
+    #[test]
+    fn pending_bytes_are_cut_into_parts_in_order_without_joining_pieces() {
+        let mut p = super::Pending::default();
+        for piece in [&b"abc"[..], b"", b"defgh", b"i", b"jklmnop"] {
+            p.push(Bytes::copy_from_slice(piece));
+        }
+        assert_eq!(p.len(), 16);
+        let join = |payload: object_store::PutPayload| {
+            payload.iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>()
+        };
+        // A cut inside a piece keeps its rest first.
+        let first = p.take(5);
+        assert_eq!(first.as_ref().len(), 2, "pieces are handed on as they are");
+        assert_eq!(join(first), b"abcde");
+        assert_eq!(p.len(), 11);
+        // A cut at a piece's end.
+        assert_eq!(join(p.take(4)), b"fghi");
+        // More than is there: what is there.
+        assert_eq!(join(p.take(100)), b"jklmnop");
+        assert_eq!(p.len(), 0);
+        assert_eq!(p.take(3).content_length(), 0);
+        p.push(Bytes::from_static(b"qr"));
+        assert_eq!(join(p.into_payload()), b"qr");
     }
 
     #[test]
