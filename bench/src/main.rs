@@ -22,7 +22,7 @@ mod token;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use clap::Parser;
 
 use crate::client::{OCI_MANIFEST, RegistryClient};
@@ -356,11 +356,23 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
             plan.wrk_duration,
         ));
     }
+    let mut engine_figures: Vec<String> = Vec::new();
     if args.wants("small-push") {
         rows.push(small_push(&servers, plan, args).await);
     }
     if args.wants("push") || args.wants("push-chunked") || args.wants("pull") {
-        rows.extend(blobs(&servers, plan, args, run_dir, fsync_rate.map(|(r, _)| r)).await?);
+        let engine = garage.as_ref().map(s3::Engine::new).transpose()?;
+        let (blob_rows, engine_rates) = blobs(
+            &servers,
+            plan,
+            args,
+            run_dir,
+            fsync_rate.map(|(r, _)| r),
+            engine.as_ref(),
+        )
+        .await?;
+        rows.extend(blob_rows);
+        engine_figures = engine_rates;
     }
     if args.wants("gc") {
         let ours_bin = args
@@ -372,12 +384,6 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
     if args.wants("mirror") {
         rows.push(mirror::row(args, plan, run_dir).await?);
     }
-    let engine = match &garage {
-        Some(g) if args.wants("push") || args.wants("pull") => {
-            Some(engine_baseline(g, plan, run_dir).await?)
-        }
-        _ => None,
-    };
     if args.wants("token-manifest") || args.wants("token-pull") {
         rows.extend(token::rows(&servers, plan, args, run_dir).await?);
     }
@@ -428,13 +434,12 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
             rate / 1e6
         );
     }
-    if let Some((put, get)) = engine {
+    if !engine_figures.is_empty() {
         println!(
-            "S3 engine alone (Garage, curl with SigV4, one {} MiB object, median of {}): PUT {:.1} MB/s, GET {:.1} MB/s",
+            "S3 engine alone (Garage; curl with SigV4 for PUT and GET, object_store for the parts; {} MiB, median of {}, in the same reps as the registries): {}",
             plan.blob_size >> 20,
             plan.reps,
-            put / 1e6,
-            get / 1e6
+            engine_figures.join(", ")
         );
     }
     println!();
@@ -443,53 +448,6 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
         std::fs::write(path, serde_json::to_vec_pretty(&report::to_json(&rows))?)?;
     }
     Ok(())
-}
-
-/// What the same kind of client gets from Garage directly: PUT and GET of
-/// one blob-sized object with curl (SigV4), median of `plan.reps`; bytes
-/// per second. The ceiling for blob push and pull through a registry on it.
-async fn engine_baseline(
-    g: &e2e::garage::Garage,
-    plan: &Plan,
-    run_dir: &Path,
-) -> Result<(f64, f64)> {
-    let file = run_dir.join("engine-blob.bin");
-    data::blob_file(&file, plan.blob_size, 7)?;
-    let url = format!("{}/{}/engine/blob", g.endpoint, g.bucket);
-    let curl = |extra: &[&str]| {
-        let mut cmd = tokio::process::Command::new("curl");
-        cmd.args(["-sS", "--fail", "-o", "/dev/null", "-w", "%{time_total}"])
-            .args([
-                "--aws-sigv4",
-                &format!("aws:amz:{}:s3", e2e::garage::REGION),
-                "--user",
-                &format!("{}:{}", g.access_key, g.secret_key),
-                "-H",
-                "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-            ])
-            .args(extra)
-            .arg(&url);
-        cmd
-    };
-    let mut put = Vec::new();
-    let mut get = Vec::new();
-    for _ in 0..plan.reps.max(1) {
-        for (times, extra) in [
-            (&mut put, vec!["-T", file.to_str().unwrap_or_default()]),
-            (&mut get, vec![]),
-        ] {
-            let out = curl(&extra).output().await.context("run curl")?;
-            ensure!(
-                out.status.success(),
-                "curl {extra:?} {url}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
-            times.push(plan.blob_size as f64 / secs);
-        }
-    }
-    let _ = std::fs::remove_file(&file);
-    Ok((median(put), median(get)))
 }
 
 fn start_servers(
@@ -810,22 +768,34 @@ async fn small_push(servers: &[Server], plan: &Plan, args: &Args) -> Row {
 }
 
 /// 1 GiB blob push (monolithic and chunked) and pull, `reps` times each with
-/// fresh content, servers alternating.
+/// fresh content, servers alternating. With `engine` (the S3 runs), Garage
+/// itself takes a turn in every repetition (PUT, parts, GET) and each
+/// registry's figure is also given as a share of it; the second value
+/// returned describes the engine's own figures.
 async fn blobs(
     servers: &[Server],
     plan: &Plan,
     args: &Args,
     run_dir: &Path,
     fsync_rate: Option<f64>,
-) -> Result<Vec<Row>> {
+    engine: Option<&s3::Engine>,
+) -> Result<(Vec<Row>, Vec<String>)> {
     let n = servers.len();
-    let mut mono: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut chunked: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut pull: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut errors: Vec<[Option<String>; 3]> = vec![[None, None, None]; n];
+    // Per contender (the servers, then the engine), per kind: rates.
+    let contenders = n + usize::from(engine.is_some());
+    let mut rates: Vec<[Vec<f64>; 3]> = vec![Default::default(); contenders];
+    let mut errors: Vec<[Option<String>; 3]> = vec![[None, None, None]; contenders];
+    const MONO: usize = 0;
+    const CHUNKED: usize = 1;
+    const PULL: usize = 2;
     let size = plan.blob_size;
     let mono_file = run_dir.join("blob-mono.bin");
     let chunk_file = run_dir.join("blob-chunked.bin");
+    let settle = || {
+        if engine.is_some() {
+            s3::settle();
+        }
+    };
     for rep in 0..plan.reps {
         eprintln!(
             "bench: blob rep {}/{}: generating {} MiB",
@@ -835,43 +805,58 @@ async fn blobs(
         );
         let mono_digest = data::blob_file(&mono_file, size, 1_000 + rep as u64)?;
         let repo = format!("bench/blob-{rep}");
-        for i in order(n, rep) {
-            let s = &servers[i];
+        for i in order(contenders, rep) {
+            settle();
             let t = Instant::now();
-            match s
-                .client
-                .push_blob_monolithic(&repo, &mono_file, &mono_digest)
-                .await
-            {
-                Ok(()) => mono[i].push(size as f64 / t.elapsed().as_secs_f64()),
-                Err(e) => errors[i][0] = Some(format!("{e:#}")),
+            let done = match (servers.get(i), engine) {
+                (Some(s), _) => s
+                    .client
+                    .push_blob_monolithic(&repo, &mono_file, &mono_digest)
+                    .await
+                    .map(|()| t.elapsed().as_secs_f64()),
+                (None, Some(e)) => e.put(&mono_file).await,
+                (None, None) => continue,
+            };
+            match done {
+                Ok(secs) => rates[i][MONO].push(size as f64 / secs),
+                Err(e) => errors[i][MONO] = Some(format!("{e:#}")),
             }
         }
         if args.wants("pull") {
-            for i in order(n, rep + 1) {
-                let s = &servers[i];
-                if errors[i][0].is_some() {
+            for i in order(contenders, rep + 1) {
+                if errors[i][MONO].is_some() {
                     continue;
                 }
-                match s.client.pull_blob(&repo, &mono_digest).await {
-                    Ok((got, secs)) if got == size => pull[i].push(size as f64 / secs),
-                    Ok((got, _)) => errors[i][2] = Some(format!("pulled {got} bytes of {size}")),
-                    Err(e) => errors[i][2] = Some(format!("{e:#}")),
+                settle();
+                let got = match (servers.get(i), engine) {
+                    (Some(s), _) => s.client.pull_blob(&repo, &mono_digest).await,
+                    (None, Some(e)) => e.get().await.map(|secs| (size, secs)),
+                    (None, None) => continue,
+                };
+                match got {
+                    Ok((got, secs)) if got == size => rates[i][PULL].push(size as f64 / secs),
+                    Ok((got, _)) => errors[i][PULL] = Some(format!("pulled {got} bytes of {size}")),
+                    Err(e) => errors[i][PULL] = Some(format!("{e:#}")),
                 }
             }
         }
         if args.wants("push-chunked") {
             let digest = data::blob_file(&chunk_file, size, 2_000 + rep as u64)?;
-            for i in order(n, rep) {
-                let s = &servers[i];
+            for i in order(contenders, rep) {
+                settle();
                 let t = Instant::now();
-                match s
-                    .client
-                    .push_blob_chunked(&repo, &chunk_file, &digest, plan.chunk)
-                    .await
-                {
-                    Ok(()) => chunked[i].push(size as f64 / t.elapsed().as_secs_f64()),
-                    Err(e) => errors[i][1] = Some(format!("{e:#}")),
+                let done = match (servers.get(i), engine) {
+                    (Some(s), _) => s
+                        .client
+                        .push_blob_chunked(&repo, &chunk_file, &digest, plan.chunk)
+                        .await
+                        .map(|()| t.elapsed().as_secs_f64()),
+                    (None, Some(e)) => e.put_in_parts(&chunk_file, plan.chunk).await,
+                    (None, None) => continue,
+                };
+                match done {
+                    Ok(secs) => rates[i][CHUNKED].push(size as f64 / secs),
+                    Err(e) => errors[i][CHUNKED] = Some(format!("{e:#}")),
                 }
             }
         }
@@ -886,28 +871,34 @@ async fn blobs(
         }
     };
     let mib = size >> 20;
-    let mut rows = Vec::new();
     let specs = [
         (
             "push",
+            MONO,
             format!("blob push {mib} MiB monolithic"),
-            0usize,
-            &mono,
+            1.5,
+            "PUT",
         ),
         (
             "push-chunked",
+            CHUNKED,
             format!("blob push {mib} MiB chunked ({} MiB)", plan.chunk >> 20),
-            1,
-            &chunked,
+            1.5,
+            "upload in parts of the chunk size",
         ),
+        ("pull", PULL, format!("blob pull {mib} MiB"), 1.2, "GET"),
     ];
-    for (metric, name, e, samples) in specs {
+    let mut rows = Vec::new();
+    let mut engine_figures = Vec::new();
+    for (metric, kind, name, target, engine_op) in specs {
         if !args.wants(metric) {
             continue;
         }
-        let mut row = Row::new(&name, Unit::BytesPerSec, Better::Higher, Some(1.5));
-        let figures: Vec<Figure> = (0..n).map(|i| figure(&samples[i], &errors[i][e])).collect();
-        if let Some(rate) = fsync_rate {
+        let mut row = Row::new(&name, Unit::BytesPerSec, Better::Higher, Some(target));
+        let figures: Vec<Figure> = (0..n)
+            .map(|i| figure(&rates[i][kind], &errors[i][kind]))
+            .collect();
+        if let Some(rate) = fsync_rate.filter(|_| kind != PULL) {
             let ours = servers
                 .iter()
                 .zip(&figures)
@@ -928,22 +919,34 @@ async fn blobs(
                 .collect();
             row.note = format!("of the disk's fsync write rate: {}", fractions.join(", "));
         }
+        if engine.is_some() {
+            let e = &rates[n][kind];
+            engine_figures.push(match &errors[n][kind] {
+                Some(err) => format!("{engine_op} failed: {err}"),
+                None => format!("{engine_op} {:.1} MB/s", median(e.clone()) / 1e6),
+            });
+            // Each repetition's figure over the engine's in the same
+            // repetition, then the median of those.
+            let share = |i: usize| {
+                (errors[i][kind].is_none() && errors[n][kind].is_none() && !e.is_empty())
+                    .then(|| median(rates[i][kind].iter().zip(e).map(|(r, e)| r / e).collect()))
+            };
+            let ours = servers.iter().position(Server::is_ours).and_then(share);
+            row.alt = Some((
+                format!(">= 80% of Garage's {engine_op}"),
+                ours.is_some_and(|o| o >= 0.8),
+            ));
+            let shares: Vec<String> = (0..n)
+                .filter_map(|i| share(i).map(|v| format!("{} {:.0}%", servers[i].name, 100.0 * v)))
+                .collect();
+            row.note = format!(
+                "of Garage's own {engine_op} in the same reps (median of the per-rep ratios): {}",
+                shares.join(", ")
+            );
+        }
         rows.push(row_of(row, servers, figures));
     }
-    if args.wants("pull") {
-        let figures: Vec<Figure> = (0..n).map(|i| figure(&pull[i], &errors[i][2])).collect();
-        rows.push(row_of(
-            Row::new(
-                &format!("blob pull {mib} MiB"),
-                Unit::BytesPerSec,
-                Better::Higher,
-                Some(1.2),
-            ),
-            servers,
-            figures,
-        ));
-    }
-    Ok(rows)
+    Ok((rows, engine_figures))
 }
 
 #[cfg(test)]

@@ -71,3 +71,97 @@ pub async fn count(g: &e2e::garage::Garage, prefix: &str, suffix: &str) -> Resul
     }
     Ok(n)
 }
+
+/// Garage itself as a contender in the blob rows: what the same kind of
+/// client gets from the engine directly, measured in the same repetitions
+/// as the registries (so that a slower phase of the machine or of Garage
+/// weighs on both sides of a ratio alike).
+pub struct Engine {
+    store: AmazonS3,
+    url: String,
+    region_service: String,
+    user: String,
+}
+
+impl Engine {
+    pub fn new(g: &e2e::garage::Garage) -> Result<Engine> {
+        Ok(Engine {
+            store: store(g)?,
+            url: format!("{}/{}/engine/blob", g.endpoint, g.bucket),
+            region_service: format!("aws:amz:{}:s3", e2e::garage::REGION),
+            user: format!("{}:{}", g.access_key, g.secret_key),
+        })
+    }
+
+    /// curl with SigV4 on the engine's object; returns curl's seconds.
+    async fn curl(&self, extra: &[&str]) -> Result<f64> {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--fail", "-o", "/dev/null", "-w", "%{time_total}"])
+            .args(["--aws-sigv4", &self.region_service, "--user", &self.user])
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+            .args(extra)
+            .arg(&self.url)
+            .output()
+            .await
+            .context("run curl")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "curl {extra:?} {}: {}",
+            self.url,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    }
+
+    /// One PUT of `file`, as a monolithic blob push sends it.
+    pub async fn put(&self, file: &Path) -> Result<f64> {
+        let path = file.to_str().context("a blob path in UTF-8")?;
+        self.curl(&["-T", path]).await
+    }
+
+    /// One GET of what `put` stored.
+    pub async fn get(&self) -> Result<f64> {
+        self.curl(&[]).await
+    }
+
+    /// A multipart upload of `file` in parts of `chunk` bytes sent one
+    /// after the other, each read into memory first: what a chunked blob
+    /// push (one PATCH at a time) amounts to against the engine itself.
+    pub async fn put_in_parts(&self, file: &Path, chunk: usize) -> Result<f64> {
+        use object_store::multipart::MultipartStore as _;
+        use tokio::io::AsyncReadExt as _;
+        let key = Key::from("engine/blob-in-parts");
+        let size = tokio::fs::metadata(file).await?.len();
+        let mut f = tokio::fs::File::open(file).await?;
+        let started = std::time::Instant::now();
+        let id = self.store.create_multipart(&key).await?;
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        while offset < size {
+            let len = usize::try_from(size - offset)
+                .unwrap_or(usize::MAX)
+                .min(chunk);
+            let mut buf = vec![0u8; len];
+            f.read_exact(&mut buf).await?;
+            parts.push(
+                self.store
+                    .put_part(&key, &id, parts.len(), bytes::Bytes::from(buf).into())
+                    .await
+                    .context("upload a part to Garage")?,
+            );
+            offset += len as u64;
+        }
+        self.store
+            .complete_multipart(&key, &id, parts)
+            .await
+            .context("complete a multipart upload on Garage")?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+}
+
+/// Writes dirty pages out before a timed transfer on the S3 runs, so that
+/// none pays for the writeback of the one before (Garage's blocks are
+/// files on this machine's disk).
+pub fn settle() {
+    let _ = std::process::Command::new("sync").status();
+}
