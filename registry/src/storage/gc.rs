@@ -313,7 +313,7 @@ impl Storage {
             report.manifests_deleted = untagged.len();
         } else {
             // Counted once deleted, in step 4.
-            let set_aside = self.par_map(untagged, |(name, d)| {
+            let set_aside = self.par_map_changes(untagged, |(name, d)| {
                 let from = paths::revision_link(&name, &d);
                 match self.backend.rename(
                     &from,
@@ -355,7 +355,7 @@ impl Storage {
         if opts.dry_run {
             return Ok(());
         }
-        let set_aside = self.par_map(unreferenced, |(d, size)| {
+        let set_aside = self.par_map_changes(unreferenced, |(d, size)| {
             match self.backend.rename(
                 &paths::blob_data(&d),
                 &paths::gc_trash_blob(&run.id, &d),
@@ -384,13 +384,24 @@ impl Storage {
                 }
             }
         }
-        for d in self.digests_in(&paths::gc_trash_blobs(&run.id))? {
-            if let Some(size) = run.blobs.get(&Key::of(&d)) {
+        let still_aside = self.digests_in(&paths::gc_trash_blobs(&run.id))?;
+        for d in &still_aside {
+            if let Some(size) = run.blobs.get(&Key::of(d)) {
                 report.blobs_deleted += 1;
                 report.bytes_freed += size;
-                self.manifests.invalidate(&d);
+                self.manifests.invalidate(d);
             }
         }
+        // The blobs one by one, several at once; then the rest of the run's
+        // directory in one call.
+        self.par_map_changes(still_aside, |d| {
+            self.backend
+                .delete(
+                    &paths::gc_trash_blob(&run.id, &d),
+                    &paths::gc_run_dir(&run.id),
+                )
+                .context("deleting collected content")
+        })?;
         // The links' emptied prefixes went when they were set aside.
         self.backend
             .delete_prefix(&paths::gc_run_dir(&run.id), &paths::gc_root())
@@ -694,7 +705,7 @@ impl Storage {
     /// a push may have uploaded it again meanwhile.
     fn remove_dangling_layer_links(&self, present: &HashSet<Key>) -> Result<usize> {
         let repositories = self.repositories_holding(&paths::repositories_root(), "_layers")?;
-        let removed = self.par_map(repositories, |name| {
+        let removed = self.par_map_changes(repositories, |name| {
             let mut removed = 0;
             let links =
                 self.links_under(&paths::layers_dir(&name), |d| paths::layer_link(&name, d))?;

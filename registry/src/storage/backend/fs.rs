@@ -473,17 +473,30 @@ fn walk_dir(dir: &Path, rel: &Path, f: &mut dyn FnMut(&Path, Meta) -> Result<()>
             continue;
         };
         let rel = rel.join(&name);
+        // The type comes with the listing on most filesystems: only files
+        // are stat'ed, for their size and time.
+        let is_dir = match entry.file_type() {
+            Ok(t) if !t.is_symlink() => t.is_dir(),
+            _ => {
+                let Some(meta) = not_found_as_none(entry.metadata())
+                    .map_err(|e| Error::io("listing storage", &e))?
+                else {
+                    continue;
+                };
+                meta.is_dir()
+            }
+        };
+        if is_dir {
+            walk_dir(&entry.path(), &rel, f)?;
+            continue;
+        }
         // Removed since the listing: skipped.
         let Some(meta) =
             not_found_as_none(entry.metadata()).map_err(|e| Error::io("listing storage", &e))?
         else {
             continue;
         };
-        if meta.is_dir() {
-            walk_dir(&entry.path(), &rel, f)?;
-        } else {
-            f(&rel, file_meta(&meta))?;
-        }
+        f(&rel, file_meta(&meta))?;
     }
     Ok(())
 }
