@@ -1454,22 +1454,35 @@ pub(crate) mod tests {
             "only `data`, not the record or tail: {listed:?}"
         );
         assert_eq!(listed[0].name, "data");
-        let mut w = other
+        let mut expected = part.to_vec();
+        resume(&other, up, &mut expected, b"end")
+            .commit(Path::new("t/blobs/x/data"))
+            .unwrap();
+        let got = f.backend.get(Path::new("t/blobs/x/data")).unwrap().unwrap();
+        assert!(got[..] == expected[..], "the committed bytes differ");
+        // Nothing of the upload is left in the bucket.
+        assert!(f.backend.list(Path::new("t/_uploads")).unwrap().is_empty());
+    }
+
+    /// Resumes the upload at `up` where `expected` ends and writes `data`,
+    /// keeping `expected` in step; the caller closes or commits.
+    fn resume(
+        b: &S3Backend,
+        up: &Path,
+        expected: &mut Vec<u8>,
+        data: &[u8],
+    ) -> Box<dyn crate::storage::backend::Writer> {
+        let mut w = b
             .writer(
                 up,
                 WriteMode::Resume {
-                    size: part.len() as u64,
+                    size: expected.len() as u64,
                 },
             )
             .unwrap();
-        w.write(Bytes::from_static(b"end")).unwrap();
-        w.commit(Path::new("t/blobs/x/data")).unwrap();
-        let got = f.backend.get(Path::new("t/blobs/x/data")).unwrap().unwrap();
-        assert_eq!(got.len(), part.len() + 3);
-        assert_eq!(&got[got.len() - 3..], b"end");
-        assert!(got[..part.len()].iter().all(|&b| b == 1));
-        // Nothing of the upload is left in the bucket.
-        assert!(f.backend.list(Path::new("t/_uploads")).unwrap().is_empty());
+        w.write(Bytes::copy_from_slice(data)).unwrap();
+        expected.extend_from_slice(data);
+        w
     }
 
     /// Continuing an upload reads its record again (another replica may
@@ -1490,26 +1503,11 @@ pub(crate) mod tests {
         let before = confirmed();
         // A PATCH's two reads of the record: its stat, then its writer.
         assert_eq!(f.backend.stat(up).unwrap().unwrap().size, min as u64);
-        let mut w = f
-            .backend
-            .writer(up, WriteMode::Resume { size: min as u64 })
-            .unwrap();
+        let w = resume(&f.backend, up, &mut expected, b"ab");
         assert_eq!(confirmed(), before + 2, "the record was sent again");
-        w.write(Bytes::from_static(b"ab")).unwrap();
         w.close().unwrap();
-        expected.extend_from_slice(b"ab");
         // The other replica goes on: what this one remembers is stale.
-        let mut w = other
-            .writer(
-                up,
-                WriteMode::Resume {
-                    size: expected.len() as u64,
-                },
-            )
-            .unwrap();
-        w.write(Bytes::from_static(b"cd")).unwrap();
-        w.close().unwrap();
-        expected.extend_from_slice(b"cd");
+        resume(&other, up, &mut expected, b"cd").close().unwrap();
         let before = confirmed();
         assert_eq!(
             f.backend.stat(up).unwrap().unwrap().size,
@@ -1517,18 +1515,9 @@ pub(crate) mod tests {
             "a record changed elsewhere was taken as unchanged"
         );
         assert_eq!(confirmed(), before);
-        let mut w = f
-            .backend
-            .writer(
-                up,
-                WriteMode::Resume {
-                    size: expected.len() as u64,
-                },
-            )
+        resume(&f.backend, up, &mut expected, b"ef")
+            .commit(Path::new("t/blobs/z/data"))
             .unwrap();
-        w.write(Bytes::from_static(b"ef")).unwrap();
-        expected.extend_from_slice(b"ef");
-        w.commit(Path::new("t/blobs/z/data")).unwrap();
         let got = f.backend.get(Path::new("t/blobs/z/data")).unwrap().unwrap();
         assert!(got[..] == expected[..], "the committed bytes differ");
         // The record is gone with the upload, and so is what was known of it.
@@ -1569,34 +1558,16 @@ pub(crate) mod tests {
             r.parts.iter().map(|p| p.size).collect::<Vec<_>>(),
             [first.len() as u64]
         );
-        let mut w = f
-            .backend
-            .writer(
-                up,
-                WriteMode::Resume {
-                    size: expected.len() as u64,
-                },
-            )
+        resume(&f.backend, up, &mut expected, b"short")
+            .close()
             .unwrap();
-        w.write(Bytes::from_static(b"short")).unwrap();
-        w.close().unwrap();
-        expected.extend_from_slice(b"short");
         let r = record();
         assert!(r.tail.is_some(), "{r:?}");
         assert_eq!(r.tail_size, 5);
         let other = S3Backend::open(&config(&f.garage, "suite")).unwrap();
-        let mut w = other
-            .writer(
-                up,
-                WriteMode::Resume {
-                    size: expected.len() as u64,
-                },
-            )
+        resume(&other, up, &mut expected, &vec![3u8; min])
+            .commit(Path::new("t/blobs/y/data"))
             .unwrap();
-        let last = vec![3u8; min];
-        w.write(Bytes::from(last.clone())).unwrap();
-        expected.extend_from_slice(&last);
-        w.commit(Path::new("t/blobs/y/data")).unwrap();
         let got = f.backend.get(Path::new("t/blobs/y/data")).unwrap().unwrap();
         assert!(got[..] == expected[..], "the committed bytes differ");
     }
