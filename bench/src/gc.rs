@@ -200,7 +200,7 @@ pub async fn rows(
         let log = run_dir.join(format!("gc-{name}.log"));
         // The copy of the data set is written out first: neither collector
         // pays for the writeback of the files it was just given.
-        crate::s3::settle();
+        crate::sys::settle();
         let (elapsed, peak) = {
             let log = log.clone();
             tokio::task::spawn_blocking(move || run(cmd, &log)).await??

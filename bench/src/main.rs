@@ -793,7 +793,7 @@ async fn blobs(
     let chunk_file = run_dir.join("blob-chunked.bin");
     let settle = || {
         if engine.is_some() {
-            s3::settle();
+            sys::settle();
         }
     };
     for rep in 0..plan.reps {

@@ -158,10 +158,3 @@ impl Engine {
         Ok(started.elapsed().as_secs_f64())
     }
 }
-
-/// Writes dirty pages out before a timed transfer on the S3 runs, so that
-/// none pays for the writeback of the one before (Garage's blocks are
-/// files on this machine's disk).
-pub fn settle() {
-    let _ = std::process::Command::new("sync").status();
-}

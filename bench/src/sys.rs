@@ -1,5 +1,6 @@
 //! What the benchmark reads from the machine: a process's resident memory
-//! (`/proc/PID/status`), the disk's write rate with fsync, and `wrk` runs.
+//! (`/proc/PID/status`), the disk's write rate with fsync, and `wrk` runs;
+//! and `settle`, which writes dirty pages out between timed runs.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -143,4 +144,11 @@ pub fn wrk_with(
         non_2xx,
         socket_errors,
     })
+}
+
+/// Writes dirty pages out (`sync`), so that a timed run that follows does
+/// not pay for the writeback of what came before it (a copied data set,
+/// the previous transfer; Garage's blocks are files on this disk too).
+pub fn settle() {
+    let _ = std::process::Command::new("sync").status();
 }

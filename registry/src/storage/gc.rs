@@ -384,24 +384,13 @@ impl Storage {
                 }
             }
         }
-        let still_aside = self.digests_in(&paths::gc_trash_blobs(&run.id))?;
-        for d in &still_aside {
-            if let Some(size) = run.blobs.get(&Key::of(d)) {
+        for d in self.digests_in(&paths::gc_trash_blobs(&run.id))? {
+            if let Some(size) = run.blobs.get(&Key::of(&d)) {
                 report.blobs_deleted += 1;
                 report.bytes_freed += size;
-                self.manifests.invalidate(d);
+                self.manifests.invalidate(&d);
             }
         }
-        // The blobs one by one, several at once; then the rest of the run's
-        // directory in one call.
-        self.par_map_changes(still_aside, |d| {
-            self.backend
-                .delete(
-                    &paths::gc_trash_blob(&run.id, &d),
-                    &paths::gc_run_dir(&run.id),
-                )
-                .context("deleting collected content")
-        })?;
         // The links' emptied prefixes went when they were set aside.
         self.backend
             .delete_prefix(&paths::gc_run_dir(&run.id), &paths::gc_root())

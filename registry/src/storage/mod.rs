@@ -53,9 +53,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 pub use self::backend::Backend;
-use self::backend::Durability;
 use self::backend::fs::FsBackend;
 use self::backend::memory::MemoryBackend;
+use self::backend::{Durability, LOCAL_CHANGES_PARALLELISM};
 use self::error::Context;
 pub use self::error::{Error, Result};
 use crate::config::{Config, StorageDriver};
@@ -100,10 +100,6 @@ pub const REVISIONS_CACHE_TTL: Duration = Duration::from_secs(10);
 /// How many calls [`Storage::par_map`] keeps in flight on a remote backend:
 /// enough to hide round trips, few enough not to flood the server.
 const REMOTE_PARALLELISM: usize = 16;
-
-/// How many moves or removals [`Storage::par_map_changes`] runs at once on
-/// a local filesystem.
-const LOCAL_CHANGES_PARALLELISM: usize = 8;
 
 /// Memory given to the cache of manifest bodies, in bytes.
 const MANIFEST_CACHE_BYTES: u64 = 64 * 1024 * 1024;

@@ -475,18 +475,13 @@ fn walk_dir(dir: &Path, rel: &Path, f: &mut dyn FnMut(&Path, Meta) -> Result<()>
         let rel = rel.join(&name);
         // The type comes with the listing on most filesystems: only files
         // are stat'ed, for their size and time.
-        let is_dir = match entry.file_type() {
-            Ok(t) if !t.is_symlink() => t.is_dir(),
-            _ => {
-                let Some(meta) = not_found_as_none(entry.metadata())
-                    .map_err(|e| Error::io("listing storage", &e))?
-                else {
-                    continue;
-                };
-                meta.is_dir()
-            }
+        // Removed since the listing: skipped.
+        let Some(kind) =
+            not_found_as_none(entry.file_type()).map_err(|e| Error::io("listing storage", &e))?
+        else {
+            continue;
         };
-        if is_dir {
+        if kind.is_dir() {
             walk_dir(&entry.path(), &rel, f)?;
             continue;
         }
@@ -499,6 +494,40 @@ fn walk_dir(dir: &Path, rel: &Path, f: &mut dyn FnMut(&Path, Meta) -> Result<()>
         f(&rel, file_meta(&meta))?;
     }
     Ok(())
+}
+
+/// Below this many files, a deleted prefix is removed by one thread.
+const FILES_FOR_PARALLEL_REMOVAL: usize = 64;
+
+/// Removes the files under `dir` (not its directories), several at once
+/// when there are many: a collection's run directory holds thousands.
+fn remove_files_at_once(dir: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    walk_dir(dir, Path::new(""), &mut |rel, _| {
+        files.push(dir.join(rel));
+        Ok(())
+    })?;
+    if files.len() < FILES_FOR_PARALLEL_REMOVAL {
+        return Ok(());
+    }
+    let per_thread = files.len().div_ceil(super::LOCAL_CHANGES_PARALLELISM);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .try_for_each(|f| not_found_as_none(fs::remove_file(f)).map(|_| ()))
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(io::Error::other("a removal thread panicked")))
+                .map_err(io_err("deleting from storage"))
+        })
+    })
 }
 
 fn file_meta(m: &fs::Metadata) -> Meta {
@@ -685,7 +714,9 @@ impl Backend for FsBackend {
     }
 
     fn delete_prefix(&self, prefix: &Path, stop: &Path) -> Result<bool> {
-        let existed = not_found_as_none(fs::remove_dir_all(self.abs(prefix)))
+        let abs = self.abs(prefix);
+        remove_files_at_once(&abs)?;
+        let existed = not_found_as_none(fs::remove_dir_all(&abs))
             .map_err(io_err("deleting from storage"))?
             .is_some();
         self.prune_parent(prefix, stop);
@@ -735,6 +766,32 @@ mod tests {
     }
 
     crate::backend_suite!(temp_fs());
+
+    /// A prefix with more files than one thread removes is deleted whole
+    /// (its files by several threads, then its directories), and the
+    /// directory above it stays.
+    #[test]
+    fn a_prefix_of_many_files_is_deleted_whole() {
+        let t = temp_fs();
+        let b = &t.0;
+        let n = FILES_FOR_PARALLEL_REMOVAL * 2 + 3;
+        for i in 0..n {
+            let p = format!("run/r1/blobs/sha256/{:02x}/{i}", i % 7);
+            b.put(Path::new(&p), b"x", Durability::Scratch).unwrap();
+        }
+        b.put(Path::new("run/keep"), b"k", Durability::Scratch)
+            .unwrap();
+        assert!(
+            b.delete_prefix(Path::new("run/r1"), Path::new("run"))
+                .unwrap()
+        );
+        assert!(!t.1.path().join("run/r1").exists());
+        assert!(b.get(Path::new("run/keep")).unwrap().is_some());
+        assert!(
+            !b.delete_prefix(Path::new("run/r1"), Path::new("run"))
+                .unwrap()
+        );
+    }
 
     #[test]
     fn no_temp_files_left_and_empty_dirs_go() {

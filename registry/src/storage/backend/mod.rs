@@ -54,6 +54,12 @@ use bytes::Bytes;
 
 pub use super::error::{Error, Result};
 
+/// How many moves or removals run at once on a local filesystem (GC's
+/// set-aside and link removal, the files of a deleted prefix). Each waits
+/// for the filesystem's journal rather than for the CPU, and calls made at
+/// once share its commits.
+pub const LOCAL_CHANGES_PARALLELISM: usize = 8;
+
 /// Metadata of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
