@@ -225,7 +225,10 @@ fn parse_s3(
     node: &Value,
     warnings: &mut Vec<String>,
 ) -> Result<crate::storage::backend::s3::S3Config, ConfigError> {
-    use crate::storage::backend::s3::{DEFAULT_CHUNK_SIZE, S3Config};
+    use crate::storage::backend::s3::{
+        DEFAULT_CHUNK_SIZE, DEFAULT_COPY_CONCURRENCY, DEFAULT_COPY_PART, DEFAULT_COPY_THRESHOLD,
+        S3Config,
+    };
     /// distribution's keys that change nothing here.
     const IGNORED: &[&str] = &[
         "encrypt",
@@ -238,13 +241,13 @@ fn parse_s3(
         "accelerate",
         "objectacl",
         "loglevel",
-        "multipartcopychunksize",
-        "multipartcopymaxconcurrency",
     ];
     let mut c = S3Config {
         secure: true,
         chunksize: DEFAULT_CHUNK_SIZE,
-        multipartcopythresholdsize: 32 << 20,
+        multipartcopythresholdsize: DEFAULT_COPY_THRESHOLD,
+        multipartcopychunksize: DEFAULT_COPY_PART,
+        multipartcopymaxconcurrency: DEFAULT_COPY_CONCURRENCY,
         ..S3Config::default()
     };
     let Some(map) = node.as_mapping() else {
@@ -287,6 +290,11 @@ fn parse_s3(
             "forcepathstyle" => pathstyle = Some(flag()?),
             "chunksize" => c.chunksize = size()?,
             "multipartcopythresholdsize" => c.multipartcopythresholdsize = size()?,
+            "multipartcopychunksize" => c.multipartcopychunksize = size()?,
+            "multipartcopymaxconcurrency" => {
+                c.multipartcopymaxconcurrency = usize::try_from(size()?)
+                    .map_err(|_| invalid(format!("storage.s3.{key} is too large")))?;
+            }
             k if IGNORED.contains(&k) => {
                 warnings.push(format!("storage.s3.{k} is accepted and ignored"));
             }
@@ -1318,13 +1326,15 @@ health:
     fn s3_like_distribution() {
         let yaml = "storage:\n  s3:\n    bucket: images\n    region: garage\n    \
                     regionendpoint: http://127.0.0.1:3900\n    rootdirectory: /registry\n    \
-                    forcepathstyle: true\n    secure: false\n    v4auth: true\n";
+                    forcepathstyle: true\n    secure: false\n    v4auth: true\n    \
+                    multipartcopymaxconcurrency: 8\n";
         let c = Config::from_yaml(
             yaml,
             env(&[
                 ("REGISTRY_STORAGE_S3_ACCESSKEY", "123456"),
                 ("REGISTRY_STORAGE_S3_SECRETKEY", "s3cr3t"),
                 ("REGISTRY_STORAGE_S3_CHUNKSIZE", "8388608"),
+                ("REGISTRY_STORAGE_S3_MULTIPARTCOPYCHUNKSIZE", "67108864"),
             ]),
         )
         .unwrap();
@@ -1346,6 +1356,15 @@ health:
         );
         assert!(s3.forcepathstyle && !s3.secure);
         assert_eq!(s3.chunksize, 8 << 20);
+        assert_eq!(
+            (
+                s3.multipartcopythresholdsize,
+                s3.multipartcopychunksize,
+                s3.multipartcopymaxconcurrency
+            ),
+            (5 << 30, 64 << 20, 8),
+            "the copy settings are read, not ignored"
+        );
         assert!(
             c.warnings.iter().any(|w| w.contains("v4auth")),
             "{:?}",

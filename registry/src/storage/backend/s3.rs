@@ -33,8 +33,10 @@
 //!   whole, `from` may survive a crash.
 //! - A committed resumable object is completed at `p` and then copied to
 //!   its destination (S3 fixes a multipart upload's key when it starts,
-//!   and a blob's digest is only known at the end). CopyObject on Amazon S3
-//!   is limited to 5 GiB; Garage and MinIO copy larger objects.
+//!   and a blob's digest is only known at the end). Objects over
+//!   `multipartcopythresholdsize` are copied by parts (see `copy`), which
+//!   is also how objects over Amazon S3's 5 GiB limit of one CopyObject
+//!   are copied.
 //! - `put_new` uses conditional writes (`If-None-Match: *`) where the
 //!   server honours them (Amazon S3, MinIO); Garage ignores the header, so
 //!   a probe at start decides, and without them `put_new` writes a nonce
@@ -61,7 +63,11 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use self::copy::Copier;
+pub use self::copy::{DEFAULT_COPY_CONCURRENCY, DEFAULT_COPY_PART, DEFAULT_COPY_THRESHOLD};
 use super::{Backend, Durability, Entry, Error, Meta, PrefixMeta, Result, WriteMode, Writer};
+
+mod copy;
 
 /// The smallest part S3 accepts (but for the last one).
 pub const MIN_CHUNK_SIZE: u64 = 5 * 1024 * 1024;
@@ -93,9 +99,13 @@ pub struct S3Config {
     pub forcepathstyle: bool,
     /// Size of the parts of a multipart upload.
     pub chunksize: u64,
-    /// Kept for compatibility with distribution's configuration: copies go
-    /// through CopyObject whatever the size.
+    /// Copies of objects larger than this (a committed upload to its blob)
+    /// are made by parts (UploadPartCopy); smaller ones by one CopyObject.
     pub multipartcopythresholdsize: u64,
+    /// Size of the parts of such a copy.
+    pub multipartcopychunksize: u64,
+    /// Parts of one copy in flight at once.
+    pub multipartcopymaxconcurrency: usize,
 }
 
 impl fmt::Debug for S3Config {
@@ -110,7 +120,16 @@ impl fmt::Debug for S3Config {
             .field("secure", &self.secure)
             .field("forcepathstyle", &self.forcepathstyle)
             .field("chunksize", &self.chunksize)
-            .finish_non_exhaustive()
+            .field(
+                "multipartcopythresholdsize",
+                &self.multipartcopythresholdsize,
+            )
+            .field("multipartcopychunksize", &self.multipartcopychunksize)
+            .field(
+                "multipartcopymaxconcurrency",
+                &self.multipartcopymaxconcurrency,
+            )
+            .finish()
     }
 }
 
@@ -158,6 +177,7 @@ pub struct S3Backend {
     /// Whether the server honours `If-None-Match: *` (see `put_new`).
     conditional_writes: bool,
     records: Records,
+    copier: Arc<Copier>,
 }
 
 impl fmt::Debug for S3Backend {
@@ -183,20 +203,25 @@ impl S3Backend {
                 config.chunksize
             )));
         }
-        // https to the endpoint uses ring, as the server does (also for the
-        // offline commands, which start no server); a second install is
-        // harmlessly refused.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let endpoint = config.endpoint();
+        let region = if config.region.is_empty() {
+            "us-east-1"
+        } else {
+            &config.region
+        };
+        // Also installs the TLS provider the store's client needs.
+        let copier = Copier::new(
+            &config.bucket,
+            region,
+            config.multipartcopythresholdsize,
+            config.multipartcopychunksize,
+            config.multipartcopymaxconcurrency,
+        )?;
         // Credentials and settings from AWS_* variables first, as
         // distribution's AWS SDK reads them; the configuration overrides.
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
-            .with_region(if config.region.is_empty() {
-                "us-east-1"
-            } else {
-                &config.region
-            })
+            .with_region(region)
             .with_virtual_hosted_style_request(!config.forcepathstyle)
             .with_unsigned_payload(payload_protected_in_transit(endpoint.as_deref()))
             .with_conditional_put(S3ConditionalPut::ETagMatch)
@@ -251,6 +276,7 @@ impl S3Backend {
             describe,
             conditional_writes: false,
             records: Records::default(),
+            copier: Arc::new(copier),
         };
         // On a thread of its own: `open` may be called from async code
         // (the server's start), where blocking on the runtime is forbidden.
@@ -443,17 +469,20 @@ impl Record {
 /// ` (server said: …)`, or nothing when the error holds no such answer.
 fn server_said(e: &object_store::Error) -> String {
     let text = e.to_string();
-    let tag = |name: &str| -> Option<String> {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        let len = text[start..].find("</")?;
-        Some(text[start..start + len].to_owned())
-    };
-    match (tag("Code"), tag("Message")) {
+    match (xml_tag(&text, "Code"), xml_tag(&text, "Message")) {
         (Some(c), Some(m)) => format!(" (server said: {c}: {m})"),
         (Some(c), None) => format!(" (server said: {c})"),
         _ => String::new(),
     }
+}
+
+/// The text of the first element `name` in `xml` (S3's answers are
+/// flat enough for this).
+fn xml_tag(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml[start..].find("</")?;
+    Some(xml[start..start + len].to_owned())
 }
 
 /// Maps an `object_store` error to the storage layer's kinds: absent,
@@ -790,6 +819,7 @@ impl Backend for S3Backend {
             buf,
             in_flight: Vec::new(),
             records: self.records.clone(),
+            copier: self.copier.clone(),
         }))
     }
 
@@ -857,10 +887,7 @@ impl Backend for S3Backend {
     fn rename(&self, from: &Path, to: &Path, _stop: &Path, _: Durability) -> Result<()> {
         let (src, dst) = (self.key_of(from), self.key_of(to));
         self.block_on(async {
-            self.store
-                .copy(&src, &dst)
-                .await
-                .map_err(|e| map_err(e, src.as_ref()))?;
+            self.copier.copy(&self.store, &src, &dst, None).await?;
             Self::delete_key(&self.store, &src).await
         })
         .map_err(|e| match e {
@@ -1177,6 +1204,7 @@ struct S3Writer {
     buf: Pending,
     in_flight: Vec<InFlight>,
     records: Records,
+    copier: Arc<Copier>,
 }
 
 impl fmt::Debug for S3Writer {
@@ -1340,15 +1368,15 @@ impl Writer for S3Writer {
                     })
                     .collect();
                 let (store, key) = (self.store.clone(), self.key.clone());
+                // Every byte is in a part now (the record's tail too).
+                let size = self.record.parts.iter().map(|p| p.size).sum::<u64>();
+                let copier = self.copier.clone();
                 self.block_on(async move {
                     store
                         .complete_multipart(&key, &id, parts)
                         .await
                         .map_err(|e| map_err(e, key.as_ref()))?;
-                    store
-                        .copy(&key, &dest)
-                        .await
-                        .map_err(|e| map_err(e, dest.as_ref()))?;
+                    copier.copy(&store, &key, &dest, Some(size)).await?;
                     S3Backend::delete_key(&store, &key).await
                 })?;
             }
@@ -1392,7 +1420,10 @@ pub(crate) mod tests {
     use bytes::Bytes;
     use e2e::garage::{Garage, REGION};
 
-    use super::{MIN_CHUNK_SIZE, S3Backend, S3Config};
+    use super::{
+        DEFAULT_COPY_CONCURRENCY, DEFAULT_COPY_PART, DEFAULT_COPY_THRESHOLD, MIN_CHUNK_SIZE,
+        S3Backend, S3Config,
+    };
     use crate::storage::backend::suite::Fixture;
     use crate::storage::backend::{Backend, Error, WriteMode};
 
@@ -1424,7 +1455,9 @@ pub(crate) mod tests {
             forcepathstyle: true,
             // The smallest parts, so that the suite's objects span several.
             chunksize: MIN_CHUNK_SIZE,
-            multipartcopythresholdsize: 32 << 20,
+            multipartcopythresholdsize: DEFAULT_COPY_THRESHOLD,
+            multipartcopychunksize: DEFAULT_COPY_PART,
+            multipartcopymaxconcurrency: DEFAULT_COPY_CONCURRENCY,
         }
     }
 
@@ -1570,6 +1603,60 @@ pub(crate) mod tests {
             .unwrap();
         let got = f.backend.get(Path::new("t/blobs/y/data")).unwrap().unwrap();
         assert!(got[..] == expected[..], "the committed bytes differ");
+    }
+
+    /// Above `multipartcopythresholdsize` a committed upload reaches its
+    /// place by UploadPartCopy in parts of `multipartcopychunksize` (the
+    /// destination's ETag counts the copy's parts, not the upload's);
+    /// below it, by one CopyObject. An upload resumed from a tail commits
+    /// its exact bytes either way.
+    #[test]
+    fn large_objects_are_copied_by_parts_of_the_configured_size() {
+        let f = fixture();
+        let min = MIN_CHUNK_SIZE as usize;
+        let by_parts = S3Backend::open(&S3Config {
+            multipartcopythresholdsize: 2 * MIN_CHUNK_SIZE,
+            multipartcopychunksize: 7 << 20,
+            multipartcopymaxconcurrency: 2,
+            ..config(&f.garage, "suite")
+        })
+        .unwrap();
+        let etag = |b: &S3Backend, path: &str| {
+            let key = b.key_of(Path::new(path));
+            b.block_on(object_store::ObjectStoreExt::head(&*b.store, &key))
+                .unwrap()
+                .e_tag
+                .unwrap()
+        };
+        let commit = |b: &S3Backend, id: &str, dest: &str| {
+            let up = format!("t/_uploads/{id}/data");
+            let up = Path::new(&up);
+            let mut expected = vec![4u8; min + 7];
+            let mut w = b.writer(up, WriteMode::Create).unwrap();
+            w.write(Bytes::from(expected.clone())).unwrap();
+            w.close().unwrap(); // one part and a tail of 7 bytes
+            let more: Vec<u8> = (0..min * 2).map(|i| (i % 251) as u8).collect();
+            resume(b, up, &mut expected, &more)
+                .commit(Path::new(dest))
+                .unwrap();
+            let got = f.backend.get(Path::new(dest)).unwrap().unwrap();
+            assert!(got[..] == expected[..], "the committed bytes differ");
+            expected.len()
+        };
+        // 15 MiB + 7 bytes in upload parts of 5 MiB: 4 parts; copied in
+        // parts of 7 MiB: 3 parts.
+        let len = commit(&by_parts, "c1", "t/blobs/c1/data");
+        assert_eq!(len, 3 * min + 7);
+        let tag = etag(&by_parts, "t/blobs/c1/data");
+        assert!(tag.trim_matches('"').ends_with("-3"), "{tag}");
+        // Under the default threshold the same upload is one CopyObject:
+        // the destination keeps the upload's own 4 parts.
+        commit(&f.backend, "c2", "t/blobs/c2/data");
+        let tag = etag(&f.backend, "t/blobs/c2/data");
+        assert!(tag.trim_matches('"').ends_with("-4"), "{tag}");
+        // Nothing of either upload is left: the copy's multipart upload
+        // was completed, the source deleted.
+        assert!(f.backend.list(Path::new("t/_uploads")).unwrap().is_empty());
     }
 
     #[test]
