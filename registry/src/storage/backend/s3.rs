@@ -1277,6 +1277,31 @@ impl S3Writer {
         Ok(())
     }
 
+    /// Sends `tail` as the last part (it may be short) and completes the
+    /// multipart upload `id` at the writer's key.
+    fn complete(&mut self, id: String, tail: PutPayload) -> Result<()> {
+        if tail.content_length() > 0 {
+            self.send_part(tail)?;
+        }
+        self.settle_all()?;
+        let parts: Vec<PartId> = self
+            .record
+            .parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.etag.clone(),
+            })
+            .collect();
+        let (store, key) = (self.store.clone(), self.key.clone());
+        self.block_on(async move {
+            store
+                .complete_multipart(&key, &id, parts)
+                .await
+                .map(|_| ())
+                .map_err(|e| map_err(e, key.as_ref()))
+        })
+    }
+
     fn settle_all(&mut self) -> Result<()> {
         while !self.in_flight.is_empty() {
             self.settle_one()?;
@@ -1350,32 +1375,28 @@ impl Writer for S3Writer {
     fn commit(mut self: Box<Self>, dest: &Path) -> Result<()> {
         self.settle_all()?;
         let dest = key_in(&self.root, dest);
+        let size = self.size();
         let tail = std::mem::take(&mut self.buf).into_payload();
         let upload = self.record.upload_id.clone();
         match upload {
             Some(id) if !self.record.parts.is_empty() => {
-                // The tail is the last part, which may be short.
-                if tail.content_length() > 0 {
-                    self.send_part(tail)?;
-                    self.settle_all()?;
-                }
-                let parts: Vec<PartId> = self
-                    .record
-                    .parts
-                    .iter()
-                    .map(|p| PartId {
-                        content_id: p.etag.clone(),
-                    })
-                    .collect();
                 let (store, key) = (self.store.clone(), self.key.clone());
-                // Every byte is in a part now (the record's tail too).
-                let size = self.record.parts.iter().map(|p| p.size).sum::<u64>();
+                match self.complete(id, tail) {
+                    Ok(()) => {}
+                    // A commit before this one completed the multipart
+                    // upload and then failed (its copy): the upload id is
+                    // gone and the object is at `key`, whole. A retried
+                    // commit goes on from there.
+                    Err(Error::NotFound(m)) => {
+                        let whole = self.block_on(S3Backend::head(&store, &key))?;
+                        if whole.is_none_or(|w| w.size != size) {
+                            return Err(Error::NotFound(m));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
                 let copier = self.copier.clone();
                 self.block_on(async move {
-                    store
-                        .complete_multipart(&key, &id, parts)
-                        .await
-                        .map_err(|e| map_err(e, key.as_ref()))?;
                     copier.copy(&store, &key, &dest, Some(size)).await?;
                     S3Backend::delete_key(&store, &key).await
                 })?;
@@ -1419,6 +1440,9 @@ pub(crate) mod tests {
 
     use bytes::Bytes;
     use e2e::garage::{Garage, REGION};
+
+    use object_store::PutPayload;
+    use object_store::multipart::{MultipartStore, PartId};
 
     use super::{
         DEFAULT_COPY_CONCURRENCY, DEFAULT_COPY_PART, DEFAULT_COPY_THRESHOLD, MIN_CHUNK_SIZE,
@@ -1657,6 +1681,51 @@ pub(crate) mod tests {
         // Nothing of either upload is left: the copy's multipart upload
         // was completed, the source deleted.
         assert!(f.backend.list(Path::new("t/_uploads")).unwrap().is_empty());
+    }
+
+    /// A commit that completed the multipart upload and then failed (in
+    /// its copy, say) leaves the object whole at the upload's key and the
+    /// record naming an upload id S3 no longer knows; the client's retry
+    /// of the PUT commits it.
+    #[test]
+    fn a_commit_retried_after_its_upload_was_completed_succeeds() {
+        let f = fixture();
+        let up = Path::new("t/_uploads/r1/data");
+        let min = MIN_CHUNK_SIZE as usize;
+        let expected: Vec<u8> = (0..min + 9).map(|i| (i % 241) as u8).collect();
+        let mut w = f.backend.writer(up, WriteMode::Create).unwrap();
+        w.write(Bytes::copy_from_slice(&expected)).unwrap();
+        w.close().unwrap(); // one part, and a tail of 9 bytes
+        // What the first commit did before it failed: the tail sent as
+        // the last part, the upload completed.
+        let b = &f.backend;
+        let key = b.key_of(up);
+        let (record, _) = b
+            .block_on(S3Backend::record(&b.store, &b.records, &key))
+            .unwrap()
+            .unwrap();
+        let id = record.upload_id.clone().unwrap();
+        let mut parts: Vec<PartId> = record
+            .parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.etag.clone(),
+            })
+            .collect();
+        b.block_on(async {
+            let tail = PutPayload::from(expected[min..].to_vec());
+            parts.push(b.store.put_part(&key, &id, 1, tail).await.unwrap());
+            b.store.complete_multipart(&key, &id, parts).await.unwrap();
+        });
+        let size = expected.len() as u64;
+        assert_eq!(b.stat(up).unwrap().unwrap().size, size);
+        b.writer(up, WriteMode::Resume { size })
+            .unwrap()
+            .commit(Path::new("t/blobs/r1/data"))
+            .unwrap();
+        let got = b.get(Path::new("t/blobs/r1/data")).unwrap().unwrap();
+        assert!(got[..] == expected[..], "the committed bytes differ");
+        assert!(b.list(Path::new("t/_uploads")).unwrap().is_empty());
     }
 
     #[test]
