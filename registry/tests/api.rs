@@ -191,6 +191,47 @@ async fn upload_completion_with_wrong_digest_leaves_nothing() {
     );
 }
 
+/// A completion retried after its answer was lost (a proxy retrying the
+/// PUT on another replica after the first died answering) finds the upload
+/// gone: it is answered `201` when the repository holds the blob, and
+/// `BLOB_UPLOAD_UNKNOWN` when it does not, even if another repository does.
+#[tokio::test]
+async fn a_retried_completion_of_a_completed_upload_is_created() {
+    let app = TestApp::new().await;
+    let loc = app.start_upload("r").await;
+    let digest = Digest::sha256_of(b"layer");
+    let put = format!("{loc}?digest={digest}");
+    let first = app.request(Method::PUT, &put, &[], "layer").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let again = app.request(Method::PUT, &put, &[], "layer").await;
+    assert_eq!(again.status, StatusCode::CREATED, "{again:?}");
+    for h in ["location", "docker-content-digest"] {
+        assert_eq!(again.header(h), first.header(h), "{h}");
+    }
+    assert_eq!(
+        app.get(&format!("/v2/r/blobs/{digest}")).await.body,
+        b"layer"
+    );
+    // Another repository's upload id with the same digest: not its blob.
+    let other = loc.replacen("/v2/r/", "/v2/s/", 1);
+    app.request(
+        Method::PUT,
+        &format!("{other}?digest={digest}"),
+        &[],
+        "layer",
+    )
+    .await
+    .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+    app.get(&format!("/v2/s/blobs/{digest}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
+    // An unknown upload and a digest the repository lacks: unknown.
+    let missing = Digest::sha256_of(b"never pushed");
+    app.request(Method::PUT, &format!("{loc}?digest={missing}"), &[], "x")
+        .await
+        .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+}
+
 #[tokio::test]
 async fn upload_completion_needs_a_valid_digest() {
     let app = TestApp::new().await;

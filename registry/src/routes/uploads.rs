@@ -176,7 +176,13 @@ async fn complete(
     req_headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let mut upload = state.storage.lock_upload(name, id).await?;
+    let mut upload = match state.storage.lock_upload(name, id).await {
+        Ok(upload) => upload,
+        Err(crate::storage::Error::UploadUnknown) => {
+            return already_completed(state, name, digest).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     append(state, name, id, &mut upload, req_headers, body).await?;
     let size = upload.offset;
     let (n, d) = (name.clone(), digest.clone());
@@ -191,6 +197,20 @@ async fn complete(
     *upload = back;
     result?;
     Ok(blob_created(name, digest, size, None))
+}
+
+/// The answer to completing an upload that is gone: `201` when the
+/// repository holds the blob, as a retried completion whose first answer
+/// was lost finds it (a replica killed after committing, and a proxy
+/// such as nginx retrying the PUT on another); `BLOB_UPLOAD_UNKNOWN`
+/// otherwise. A blob of this repository only: one the upload could not
+/// have made is never linked here on the client's word.
+async fn already_completed(state: &AppState, name: &RepoName, digest: &Digest) -> Result<Response> {
+    let (n, d) = (name.clone(), digest.clone());
+    match state.storage.run(move |s| s.stat_blob(&n, &d)).await? {
+        Some(size) => Ok(blob_created(name, digest, size, None)),
+        None => Err(crate::storage::Error::UploadUnknown.into()),
+    }
 }
 
 /// Streams a request body into the upload, enforcing `Content-Range` (the
