@@ -463,17 +463,31 @@ impl Record {
     fn size(&self) -> u64 {
         self.parts.iter().map(|p| p.size).sum::<u64>() + self.tail_size
     }
+
+    /// The parts as CompleteMultipartUpload names them.
+    fn part_ids(&self) -> Vec<PartId> {
+        self.parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.etag.clone(),
+            })
+            .collect()
+    }
 }
 
 /// What an S3 server said in its XML error (`Code: Message`), as
 /// ` (server said: …)`, or nothing when the error holds no such answer.
 fn server_said(e: &object_store::Error) -> String {
-    let text = e.to_string();
-    match (xml_tag(&text, "Code"), xml_tag(&text, "Message")) {
-        (Some(c), Some(m)) => format!(" (server said: {c}: {m})"),
-        (Some(c), None) => format!(" (server said: {c})"),
-        _ => String::new(),
-    }
+    xml_error(&e.to_string()).map_or_else(String::new, |said| format!(" (server said: {said})"))
+}
+
+/// The `Code: Message` (or `Code`) of an S3 XML error in `text`.
+fn xml_error(text: &str) -> Option<String> {
+    let code = xml_tag(text, "Code")?;
+    Some(match xml_tag(text, "Message") {
+        Some(m) => format!("{code}: {m}"),
+        None => code,
+    })
 }
 
 /// The text of the first element `name` in `xml` (S3's answers are
@@ -1284,14 +1298,7 @@ impl S3Writer {
             self.send_part(tail)?;
         }
         self.settle_all()?;
-        let parts: Vec<PartId> = self
-            .record
-            .parts
-            .iter()
-            .map(|p| PartId {
-                content_id: p.etag.clone(),
-            })
-            .collect();
+        let parts = self.record.part_ids();
         let (store, key) = (self.store.clone(), self.key.clone());
         self.block_on(async move {
             store
@@ -1442,7 +1449,7 @@ pub(crate) mod tests {
     use e2e::garage::{Garage, REGION};
 
     use object_store::PutPayload;
-    use object_store::multipart::{MultipartStore, PartId};
+    use object_store::multipart::MultipartStore;
 
     use super::{
         DEFAULT_COPY_CONCURRENCY, DEFAULT_COPY_PART, DEFAULT_COPY_THRESHOLD, MIN_CHUNK_SIZE,
@@ -1705,13 +1712,7 @@ pub(crate) mod tests {
             .unwrap()
             .unwrap();
         let id = record.upload_id.clone().unwrap();
-        let mut parts: Vec<PartId> = record
-            .parts
-            .iter()
-            .map(|p| PartId {
-                content_id: p.etag.clone(),
-            })
-            .collect();
+        let mut parts = record.part_ids();
         b.block_on(async {
             let tail = PutPayload::from(expected[min..].to_vec());
             parts.push(b.store.put_part(&key, &id, 1, tail).await.unwrap());

@@ -24,7 +24,7 @@ use object_store::path::Path as Key;
 use object_store::signer::Signer;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::{S3Backend, map_err, xml_tag};
+use super::{S3Backend, map_err, xml_error, xml_tag};
 use crate::storage::backend::{Error, Result};
 
 /// The largest object one CopyObject (and one part) may copy on Amazon S3.
@@ -254,11 +254,7 @@ impl Copier {
 /// The part an UploadPartCopy answer names, or why it failed. S3 may
 /// answer 200 and put an error in the body when it fails midway.
 fn part_copied(status: http::StatusCode, body: &str) -> std::result::Result<PartId, String> {
-    let said = || match (xml_tag(body, "Code"), xml_tag(body, "Message")) {
-        (Some(c), Some(m)) => format!("{status}: {c}: {m}"),
-        (Some(c), None) => format!("{status}: {c}"),
-        _ => status.to_string(),
-    };
+    let said = || xml_error(body).map_or_else(|| status.to_string(), |e| format!("{status}: {e}"));
     if !status.is_success() || body.contains("<Error>") {
         return Err(said());
     }
