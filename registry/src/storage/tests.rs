@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,6 +74,7 @@ on_every_backend!(
     catalog_pages_are_in_order_and_read_only_what_they_list,
     a_blob_set_aside_under_a_push_made_meanwhile_still_pulls,
     a_revision_set_aside_under_a_tag_made_meanwhile_still_pulls,
+    a_completed_upload_stays_complete_when_its_leftovers_cannot_be_removed,
 );
 
 fn replica(backend: &Arc<dyn Backend>) -> Arc<Storage> {
@@ -246,12 +247,14 @@ async fn another_replicas_tags_show_within_the_ttl(backend: Arc<dyn Backend>) {
 type RenameHook = Box<dyn Fn(&Path, bool) + Send + Sync>;
 
 /// A backend that counts the calls made to it, and says it is remote so
-/// that `Storage` caches as it does over S3; and that can run a hook
-/// around renames, to act in the middle of a collection.
+/// that `Storage` caches as it does over S3; that can run a hook around
+/// renames, to act in the middle of a collection; and that can refuse
+/// deletes as an overloaded server does.
 struct Counted {
     inner: Arc<dyn Backend>,
     calls: AtomicUsize,
     on_rename: Option<RenameHook>,
+    refuse_deletes: AtomicBool,
 }
 
 impl std::fmt::Debug for Counted {
@@ -260,6 +263,7 @@ impl std::fmt::Debug for Counted {
             .field("inner", &self.inner)
             .field("calls", &self.calls)
             .field("on_rename", &self.on_rename.is_some())
+            .field("refuse_deletes", &self.refuse_deletes)
             .finish()
     }
 }
@@ -270,6 +274,7 @@ impl Counted {
             inner: inner.clone(),
             calls: AtomicUsize::new(0),
             on_rename: None,
+            refuse_deletes: AtomicBool::new(false),
         })
     }
 
@@ -278,11 +283,19 @@ impl Counted {
             inner: inner.clone(),
             calls: AtomicUsize::new(0),
             on_rename: Some(hook),
+            refuse_deletes: AtomicBool::new(false),
         })
     }
 
     fn count(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn deletes_allowed(&self) -> super::Result<()> {
+        if self.refuse_deletes.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("deletes refused by the test".into()));
+        }
+        Ok(())
     }
 }
 
@@ -348,10 +361,12 @@ impl Backend for Counted {
     }
     fn delete(&self, path: &Path, stop: &Path) -> super::Result<bool> {
         self.count();
+        self.deletes_allowed()?;
         self.inner.delete(path, stop)
     }
     fn delete_prefix(&self, prefix: &Path, stop: &Path) -> super::Result<bool> {
         self.count();
+        self.deletes_allowed()?;
         self.inner.delete_prefix(prefix, stop)
     }
     fn rename(
@@ -663,4 +678,39 @@ async fn collect_around_a_move(
     assert_eq!(*failures.lock().unwrap(), Vec::<String>::new());
     assert_eq!(moves.load(Ordering::SeqCst), 1, "set aside once: {report}");
     report
+}
+
+/// Once a blob is in and linked, an upload is complete: a storage that
+/// cannot delete the upload's leftovers (an overloaded S3 refusing a
+/// DeleteObjects key) does not turn the completion into an error, which
+/// the client would retry against an upload half gone; the session is
+/// freed all the same.
+async fn a_completed_upload_stays_complete_when_its_leftovers_cannot_be_removed(
+    backend: Arc<dyn Backend>,
+) {
+    let counted = Counted::new(&backend);
+    let s = Arc::new(Storage::new(counted.clone()));
+    let name = repo("r/leftovers");
+    let one_session = UploadLimits {
+        per_repository: 1,
+        ..UploadLimits::default()
+    };
+    let id = s
+        .create_upload(&name, &UploadOwner::user("t"), &one_session)
+        .unwrap();
+    let mut state = s.lock_upload(&name, id).await.unwrap();
+    let data = b"kept whatever happens to the upload";
+    let body = stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(data))]);
+    s.append_upload(&name, id, &mut state, body, None)
+        .await
+        .unwrap();
+    let d = Digest::sha256_of(data);
+    counted.refuse_deletes.store(true, Ordering::SeqCst);
+    s.commit_upload(&name, id, &mut state, &d).unwrap();
+    drop(state);
+    assert_eq!(s.stat_blob(&name, &d).unwrap(), Some(data.len() as u64));
+    assert_eq!(pull_blob(&s, &name, &d).unwrap(), data);
+    // The session is freed: a cap of one admits the next.
+    let next = s.create_upload(&name, &UploadOwner::user("t"), &one_session);
+    assert!(next.is_ok(), "{next:?}");
 }

@@ -317,7 +317,20 @@ impl Storage {
                 .context("completing an upload")?;
         }
         self.link_blob(name, expected)?;
-        self.forget_upload(name, id)
+        // The blob is in and linked: the upload is complete, whatever
+        // becomes of its leftovers. Failing here would tell the client to
+        // retry a completion whose upload may be half gone; what stays is
+        // removed by the purge of old uploads.
+        if let Err(e) = self.forget_upload(name, id) {
+            tracing::warn!(
+                repository = %name,
+                upload = %id,
+                error = %e,
+                "a completed upload's objects were not all removed; the purge of old uploads will"
+            );
+            self.uploads.open.release(id);
+        }
+        Ok(())
     }
 
     fn refuse_upload(

@@ -79,6 +79,10 @@ const PARTS_IN_FLIGHT: usize = 4;
 const PARTS_SUFFIX: &str = ".parts";
 /// Infix of a resumable object's tail (`p.tail.<uuid>`).
 const TAIL_INFIX: &str = ".tail.";
+/// Tries of a delete that S3 refuses as busy, and the first pause between
+/// them (then 4× longer each time: 0.1 s, 0.4 s, 1.6 s).
+const BUSY_ATTEMPTS: u32 = 4;
+const BUSY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The `storage.s3` settings, named as distribution names them.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -400,10 +404,34 @@ impl S3Backend {
         Ok(Some((record, modified)))
     }
 
+    /// Deletes one key; absent is fine. S3 answers a delete (object_store
+    /// sends DeleteObjects) with a 200 that may hold a per-key error, which
+    /// object_store's retries never see: a busy server's is tried again
+    /// here.
     async fn delete_key(store: &AmazonS3, key: &Key) -> Result<()> {
-        match store.delete(key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(map_err(e, key.as_ref())),
+        let mut pause = BUSY_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match store.delete(key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => return Ok(()),
+                Err(e) if attempt < BUSY_ATTEMPTS && busy_key(&e) => {
+                    tracing::debug!(%key, error = %e, "S3 is busy, deleting again");
+                }
+                Err(e) => return Err(map_err(e, key.as_ref())),
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 4;
+            attempt += 1;
+        }
+    }
+
+    /// Deletes what `cleanup` removes once an operation has succeeded
+    /// without it (the leftovers of a committed upload, a replaced tail).
+    /// A failure is logged, not returned: what stays is under the upload's
+    /// prefix, which its removal or the purge of old uploads deletes.
+    async fn tidy(what: &str, key: &Key, cleanup: impl Future<Output = Result<()>>) {
+        if let Err(e) = cleanup.await {
+            tracing::warn!(%key, error = %e, "{what} not deleted; the upload's removal will");
         }
     }
 
@@ -527,10 +555,14 @@ fn map_err(e: object_store::Error, what: &str) -> Error {
 }
 
 /// Whether an error says the server could not be reached, timed out, or
-/// answered 5xx / 429 (throttling).
+/// answered 5xx / 429 (throttling), for the whole request or for one key
+/// of a DeleteObjects.
 fn is_unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
+        if busy_key(err) {
+            return true;
+        }
         if let Some(h) = err.downcast_ref::<object_store::client::HttpError>() {
             use object_store::client::HttpErrorKind as K;
             return matches!(h.kind(), K::Connect | K::Timeout | K::Request);
@@ -544,6 +576,18 @@ fn is_unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// Whether an error is a DeleteObjects answer's per-key error that S3
+/// gives for a busy server (`SlowDown`, `ServiceUnavailable`,
+/// `InternalError`); object_store keeps the code only in its text:
+/// "DeleteObjects request failed for key …: … (code: SlowDown)".
+fn busy_key(e: &(dyn std::error::Error + 'static)) -> bool {
+    let text = e.to_string();
+    text.contains("DeleteObjects request failed for key")
+        && ["SlowDown", "ServiceUnavailable", "InternalError"]
+            .iter()
+            .any(|code| text.contains(&format!("(code: {code})")))
 }
 
 impl Backend for S3Backend {
@@ -863,29 +907,42 @@ impl Backend for S3Backend {
         };
         let store = &self.store;
         self.block_on(async {
-            let mut keys: Vec<Key> = Vec::new();
-            let mut listing = store.list(Some(&pkey));
-            while let Some(item) = listing.next().await {
-                let o = item.map_err(|e| map_err(e, pkey.as_ref()))?;
-                keys.push(o.location);
-            }
-            // Multipart uploads hold parts outside any listing: abort them.
-            for k in &keys {
-                if let Some(base) = k.as_ref().strip_suffix(PARTS_SUFFIX) {
-                    let base = Key::from(base);
-                    if let Some((r, _)) = Self::record(store, &self.records, &base).await? {
-                        Self::discard(store, &base, &r).await?;
+            let mut found = false;
+            let mut pause = BUSY_PAUSE;
+            for round in 1..=BUSY_ATTEMPTS {
+                let mut keys: Vec<Key> = Vec::new();
+                let mut listing = store.list(Some(&pkey));
+                while let Some(item) = listing.next().await {
+                    let o = item.map_err(|e| map_err(e, pkey.as_ref()))?;
+                    keys.push(o.location);
+                }
+                // Multipart uploads hold parts outside any listing: abort
+                // them.
+                for k in &keys {
+                    if let Some(base) = k.as_ref().strip_suffix(PARTS_SUFFIX) {
+                        let base = Key::from(base);
+                        if let Some((r, _)) = Self::record(store, &self.records, &base).await? {
+                            Self::discard(store, &base, &r).await?;
+                        }
                     }
                 }
-            }
-            let found = !keys.is_empty();
-            let stream = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
-            let mut deleted = store.delete_stream(stream);
-            while let Some(r) = deleted.next().await {
-                match r {
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(map_err(e, pkey.as_ref())),
+                found |= !keys.is_empty();
+                let stream = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
+                let mut deleted = store.delete_stream(stream);
+                let mut busy = None;
+                while let Some(r) = deleted.next().await {
+                    match r {
+                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                        // Keys S3 was too busy to delete: listed and
+                        // deleted again in the next round.
+                        Err(e) if round < BUSY_ATTEMPTS && busy_key(&e) => busy = Some(e),
+                        Err(e) => return Err(map_err(e, pkey.as_ref())),
+                    }
                 }
+                let Some(e) = busy else { break };
+                tracing::debug!(prefix = %pkey, error = %e, "S3 is busy, deleting again");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
             }
             Ok(found)
         })
@@ -1362,7 +1419,13 @@ impl Writer for S3Writer {
             }
             put_record(&store, &records, &key, &record).await?;
             if let Some(old) = old_tail {
-                S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, &old)).await?;
+                let okey = S3Backend::with_suffix(&key, &old);
+                S3Backend::tidy(
+                    "a replaced tail",
+                    &key,
+                    S3Backend::delete_key(&store, &okey),
+                )
+                .await;
             }
             Ok(())
         })
@@ -1403,41 +1466,47 @@ impl Writer for S3Writer {
                     Err(e) => return Err(e),
                 }
                 let copier = self.copier.clone();
-                self.block_on(async move {
-                    copier.copy(&store, &key, &dest, Some(size)).await?;
-                    S3Backend::delete_key(&store, &key).await
-                })?;
+                self.block_on(copier.copy(&store, &key, &dest, Some(size)))?;
             }
             _ => {
-                // Everything is in the tail: one PUT, and any multipart
-                // upload started without a part recorded is freed.
-                let (store, key) = (self.store.clone(), self.key.clone());
+                // Everything is in the tail: one PUT.
+                let store = self.store.clone();
                 self.block_on(async move {
                     store
                         .put(&dest, tail)
                         .await
-                        .map_err(|e| map_err(e, dest.as_ref()))?;
-                    if let Some(id) = upload {
-                        match store.abort_multipart(&key, &id).await {
-                            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                            Err(e) => return Err(map_err(e, key.as_ref())),
-                        }
-                    }
-                    Ok(())
+                        .map_err(|e| map_err(e, dest.as_ref()))
                 })?;
             }
         }
-        // The resumable object is gone: its tail and record go too.
+        // The object is at its destination: the resumable object's remains
+        // go (the completed upload, or a multipart upload started without a
+        // part recorded; the tail; the record last, as it names the rest).
         let (store, key) = (self.store.clone(), self.key.clone());
+        let upload = self.record.upload_id.clone();
+        let completed = !self.record.parts.is_empty();
         let old_tail = self.record.tail.take();
         let rkey = S3Backend::with_suffix(&key, PARTS_SUFFIX);
         self.records.known.invalidate(&rkey);
-        self.block_on(async move {
-            if let Some(t) = old_tail {
-                S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, &t)).await?;
-            }
-            S3Backend::delete_key(&store, &rkey).await
-        })
+        self.block_on(S3Backend::tidy(
+            "a committed upload's remains",
+            &key,
+            async {
+                match upload {
+                    Some(_) if completed => S3Backend::delete_key(&store, &key).await?,
+                    Some(id) => match store.abort_multipart(&key, &id).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(map_err(e, key.as_ref())),
+                    },
+                    None => {}
+                }
+                if let Some(t) = old_tail {
+                    S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, &t)).await?;
+                }
+                S3Backend::delete_key(&store, &rkey).await
+            },
+        ));
+        Ok(())
     }
 }
 
@@ -1752,6 +1821,39 @@ pub(crate) mod tests {
         assert_eq!(p.take(3).content_length(), 0);
         p.push(Bytes::from_static(b"qr"));
         assert_eq!(join(p.into_payload()), b"qr");
+    }
+
+    /// A DeleteObjects key refused by a busy server (Garage under load
+    /// answers `ServiceUnavailable` for one key of a 200) is worth a retry
+    /// and reaches the client as 503; a key refused for good is not.
+    #[test]
+    fn a_busy_servers_per_key_delete_error_is_unavailable() {
+        let failed = |code: &str| object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::other(format!(
+                "DeleteObjects request failed for key r/_uploads/x/data.tail.1: \
+                 Internal error: Could not reach quorum of 1 (code: {code})"
+            ))),
+        };
+        for code in ["ServiceUnavailable", "SlowDown", "InternalError"] {
+            assert!(super::busy_key(&failed(code)), "{code}");
+            let mapped = super::map_err(failed(code), "k");
+            assert!(
+                matches!(mapped, Error::Unavailable(_)),
+                "{code}: {mapped:?}"
+            );
+        }
+        for code in ["AccessDenied", "InvalidArgument"] {
+            assert!(!super::busy_key(&failed(code)), "{code}");
+            let mapped = super::map_err(failed(code), "k");
+            assert!(matches!(mapped, Error::Io(_)), "{code}: {mapped:?}");
+        }
+        // The same code outside a DeleteObjects answer is not this case.
+        let other = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::other("listing (code: SlowDown)")),
+        };
+        assert!(!super::busy_key(&other));
     }
 
     #[test]
