@@ -232,6 +232,98 @@ async fn a_retried_completion_of_a_completed_upload_is_created() {
         .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
 }
 
+/// A completion retried after its first try died midway, as a replica
+/// killed under a proxy that retries the PUT on another leaves it: the
+/// body that try appended is not appended twice, and the blob that try
+/// committed but did not link is linked. What the dead replica did is
+/// done here through a second storage over the same root.
+#[tokio::test]
+async fn a_completion_retried_after_its_first_try_died_is_created() {
+    use registry::oci::RepoName;
+    let app = TestApp::new().await;
+    let dead = Arc::new(app.offline_storage());
+    let name = RepoName::parse("r").unwrap();
+    let id_of = |loc: &str| uuid::Uuid::parse_str(loc.rsplit('/').next().unwrap()).unwrap();
+    // Steps of a completion with a body, as the dead replica took them.
+    let begin_and_append = |id, body: &'static [u8]| {
+        let (dead, name) = (dead.clone(), name.clone());
+        async move {
+            let digest = Digest::sha256_of(body);
+            let len = Some(body.len() as u64);
+            let mut state = dead.lock_upload(&name, id).await.unwrap();
+            let known = state.known_digest();
+            let replay = dead
+                .begin_completion(&name, id, state.offset, known.as_ref(), &digest, len)
+                .unwrap();
+            assert!(!replay, "a first try is no replay");
+            let chunk = bytes::Bytes::from_static(body);
+            let chunks = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(chunk)]);
+            dead.append_upload(&name, id, &mut state, chunks, len)
+                .await
+                .unwrap();
+            (digest, state)
+        }
+    };
+
+    // Died after appending its body, before committing.
+    let loc = app.start_upload("r").await;
+    let (digest, _) = begin_and_append(id_of(&loc), b"appended once").await;
+    let put = format!("{loc}?digest={digest}");
+    // A proxy resends the request as it came, Content-Length included.
+    let retried = app
+        .request(
+            Method::PUT,
+            &put,
+            &[("content-length", "13")],
+            "appended once",
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
+    let got = app.get(&format!("/v2/r/blobs/{digest}")).await;
+    assert_eq!(got.body, b"appended once");
+
+    // Died after committing, before linking: its record, no data, the
+    // blob stored, no link.
+    let loc = app.start_upload("r").await;
+    let id = id_of(&loc);
+    let (digest, mut state) = begin_and_append(id, b"committed, not linked").await;
+    dead.commit_upload(&name, id, &mut state, &digest).unwrap();
+    assert!(dead.unlink_blob(&name, &digest).unwrap());
+    let len = Some(b"committed, not linked".len() as u64);
+    dead.begin_completion(&name, id, 0, None, &digest, len)
+        .unwrap();
+    app.get(&format!("/v2/r/blobs/{digest}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
+    let put = format!("{loc}?digest={digest}");
+    let retried = app
+        .request(
+            Method::PUT,
+            &put,
+            &[("content-length", "21")],
+            "committed, not linked",
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
+    let got = app.get(&format!("/v2/r/blobs/{digest}")).await;
+    assert_eq!(got.body, b"committed, not linked");
+
+    // A record whose upload was cancelled proves nothing: the blob, in
+    // another repository, is not linked here.
+    let loc = app.start_upload("r").await;
+    let id = id_of(&loc);
+    let theirs = app.push_blob("s", b"another repository's").await;
+    dead.begin_completion(&name, id, 0, None, &theirs, Some(1))
+        .unwrap();
+    assert_eq!(app.delete(&loc).await.status, StatusCode::NO_CONTENT);
+    app.request(Method::PUT, &format!("{loc}?digest={theirs}"), &[], "x")
+        .await
+        .assert_error(404, "BLOB_UPLOAD_UNKNOWN");
+    app.get(&format!("/v2/r/blobs/{theirs}"))
+        .await
+        .assert_error(404, "BLOB_UNKNOWN");
+}
+
 #[tokio::test]
 async fn upload_completion_needs_a_valid_digest() {
     let app = TestApp::new().await;

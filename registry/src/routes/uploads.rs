@@ -179,11 +179,30 @@ async fn complete(
     let mut upload = match state.storage.lock_upload(name, id).await {
         Ok(upload) => upload,
         Err(crate::storage::Error::UploadUnknown) => {
-            return already_completed(state, name, digest).await;
+            return already_completed(state, name, id, digest).await;
         }
         Err(e) => return Err(e.into()),
     };
-    append(state, name, id, &mut upload, req_headers, body).await?;
+    // A body that is not a valid length is refused by `append`.
+    let length = req_headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (n, d, offset, known) = (
+        name.clone(),
+        digest.clone(),
+        upload.offset,
+        upload.known_digest(),
+    );
+    let replayed = state
+        .storage
+        .run(move |s| s.begin_completion(&n, id, offset, known.as_ref(), &d, length))
+        .await?;
+    // A retry of a completion that appended this body before it died:
+    // the body is in, and the commit checks the digest.
+    if !replayed {
+        append(state, name, id, &mut upload, req_headers, body).await?;
+    }
     let size = upload.offset;
     let (n, d) = (name.clone(), digest.clone());
     let mut taken = std::mem::replace(&mut *upload, UploadState::empty());
@@ -200,14 +219,27 @@ async fn complete(
 }
 
 /// The answer to completing an upload that is gone: `201` when the
-/// repository holds the blob, as a retried completion whose first answer
-/// was lost finds it (a replica killed after committing, and a proxy
-/// such as nginx retrying the PUT on another); `BLOB_UPLOAD_UNKNOWN`
-/// otherwise. A blob of this repository only: one the upload could not
-/// have made is never linked here on the client's word.
-async fn already_completed(state: &AppState, name: &RepoName, digest: &Digest) -> Result<Response> {
+/// repository holds the blob, or when a try of this completion committed
+/// it and died before linking it, as a retried completion whose first
+/// answer was lost finds them (a replica killed mid-completion, and a
+/// proxy such as nginx retrying the PUT on another);
+/// `BLOB_UPLOAD_UNKNOWN` otherwise. A blob the upload could not have made
+/// is never linked here on the client's word.
+async fn already_completed(
+    state: &AppState,
+    name: &RepoName,
+    id: Uuid,
+    digest: &Digest,
+) -> Result<Response> {
     let (n, d) = (name.clone(), digest.clone());
-    match state.storage.run(move |s| s.stat_blob(&n, &d)).await? {
+    let size = state
+        .storage
+        .run(move |s| match s.stat_blob(&n, &d)? {
+            Some(size) => Ok(Some(size)),
+            None => s.finish_completed(&n, id, &d),
+        })
+        .await?;
+    match size {
         Some(size) => Ok(blob_created(name, digest, size, None)),
         None => Err(crate::storage::Error::UploadUnknown.into()),
     }

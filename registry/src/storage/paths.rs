@@ -125,6 +125,13 @@ pub fn upload_committed(name: &RepoName, id: Uuid) -> PathBuf {
     upload_dir(name, id).join("committed")
 }
 
+/// What the latest completion of the upload set out to do: its digest,
+/// where its body starts and how long it is (ours; see
+/// `Storage::begin_completion`).
+pub fn upload_completing(name: &RepoName, id: Uuid) -> PathBuf {
+    upload_dir(name, id).join("completing")
+}
+
 /// Who opened the upload (ours; distribution ignores the file).
 pub fn upload_owner(name: &RepoName, id: Uuid) -> PathBuf {
     upload_dir(name, id).join("owner")

@@ -75,6 +75,7 @@ on_every_backend!(
     a_blob_set_aside_under_a_push_made_meanwhile_still_pulls,
     a_revision_set_aside_under_a_tag_made_meanwhile_still_pulls,
     a_completed_upload_stays_complete_when_its_leftovers_cannot_be_removed,
+    a_retried_completion_finds_its_body_or_its_commit,
 );
 
 fn replica(backend: &Arc<dyn Backend>) -> Arc<Storage> {
@@ -249,12 +250,15 @@ type RenameHook = Box<dyn Fn(&Path, bool) + Send + Sync>;
 /// A backend that counts the calls made to it, and says it is remote so
 /// that `Storage` caches as it does over S3; that can run a hook around
 /// renames, to act in the middle of a collection; and that can refuse
-/// deletes as an overloaded server does.
+/// deletes, renames, or writes into repositories' `_layers`, as an
+/// overloaded server does.
 struct Counted {
     inner: Arc<dyn Backend>,
     calls: AtomicUsize,
     on_rename: Option<RenameHook>,
     refuse_deletes: AtomicBool,
+    refuse_links: AtomicBool,
+    refuse_renames: AtomicBool,
 }
 
 impl std::fmt::Debug for Counted {
@@ -264,6 +268,8 @@ impl std::fmt::Debug for Counted {
             .field("calls", &self.calls)
             .field("on_rename", &self.on_rename.is_some())
             .field("refuse_deletes", &self.refuse_deletes)
+            .field("refuse_links", &self.refuse_links)
+            .field("refuse_renames", &self.refuse_renames)
             .finish()
     }
 }
@@ -275,6 +281,8 @@ impl Counted {
             calls: AtomicUsize::new(0),
             on_rename: None,
             refuse_deletes: AtomicBool::new(false),
+            refuse_links: AtomicBool::new(false),
+            refuse_renames: AtomicBool::new(false),
         })
     }
 
@@ -284,6 +292,8 @@ impl Counted {
             calls: AtomicUsize::new(0),
             on_rename: Some(hook),
             refuse_deletes: AtomicBool::new(false),
+            refuse_links: AtomicBool::new(false),
+            refuse_renames: AtomicBool::new(false),
         })
     }
 
@@ -294,6 +304,14 @@ impl Counted {
     fn deletes_allowed(&self) -> super::Result<()> {
         if self.refuse_deletes.load(Ordering::SeqCst) {
             return Err(Error::Unavailable("deletes refused by the test".into()));
+        }
+        Ok(())
+    }
+
+    fn write_allowed(&self, path: &Path) -> super::Result<()> {
+        let link = path.components().any(|c| c.as_os_str() == "_layers");
+        if link && self.refuse_links.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("links refused by the test".into()));
         }
         Ok(())
     }
@@ -349,10 +367,12 @@ impl Backend for Counted {
     }
     fn put(&self, path: &Path, data: &[u8], durability: Durability) -> super::Result<()> {
         self.count();
+        self.write_allowed(path)?;
         self.inner.put(path, data, durability)
     }
     fn put_new(&self, path: &Path, data: &[u8]) -> super::Result<bool> {
         self.count();
+        self.write_allowed(path)?;
         self.inner.put_new(path, data)
     }
     fn writer(&self, path: &Path, mode: WriteMode) -> super::Result<Box<dyn Writer>> {
@@ -377,6 +397,9 @@ impl Backend for Counted {
         durability: Durability,
     ) -> super::Result<()> {
         self.count();
+        if self.refuse_renames.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("renames refused by the test".into()));
+        }
         if let Some(hook) = &self.on_rename {
             hook(to, false);
         }
@@ -713,4 +736,125 @@ async fn a_completed_upload_stays_complete_when_its_leftovers_cannot_be_removed(
     // The session is freed: a cap of one admits the next.
     let next = s.create_upload(&name, &UploadOwner::user("t"), &one_session);
     assert!(next.is_ok(), "{next:?}");
+}
+
+/// A completion tried again after its first try failed midway (here: its
+/// replica died after appending the body; then one failed to link the
+/// blob it had committed) finishes from where that try stopped, on any
+/// replica: the body is not appended twice, the committed blob is linked.
+async fn a_retried_completion_finds_its_body_or_its_commit(backend: Arc<dyn Backend>) {
+    let counted = Counted::new(&backend);
+    let a = Arc::new(Storage::new(counted.clone()));
+    let name = repo("r/retried");
+    let limits = UploadLimits::default();
+    let owner = UploadOwner::user("t");
+    let body = |data: &'static [u8]| {
+        stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(data))])
+    };
+
+    // Replica b appended the body and died; a gets the retry.
+    let data: &'static [u8] = b"appended by a replica that died";
+    let (d, len) = (Digest::sha256_of(data), Some(data.len() as u64));
+    let b = replica(&backend);
+    let id = b.create_upload(&name, &owner, &limits).unwrap();
+    {
+        let mut state = b.lock_upload(&name, id).await.unwrap();
+        let known = state.known_digest();
+        assert!(
+            !b.begin_completion(&name, id, 0, known.as_ref(), &d, len)
+                .unwrap()
+        );
+        b.append_upload(&name, id, &mut state, body(data), len)
+            .await
+            .unwrap();
+    }
+    drop(b);
+    let mut state = a.lock_upload(&name, id).await.unwrap();
+    assert_eq!(state.offset, data.len() as u64);
+    // Another digest, or another length, is another completion.
+    let other = Digest::sha256_of(b"other");
+    assert!(
+        !a.begin_completion(&name, id, state.offset, None, &other, len)
+            .unwrap()
+    );
+    assert!(
+        !a.begin_completion(&name, id, state.offset, None, &d, Some(1))
+            .unwrap()
+    );
+    // Those two replaced the record: the retry proper, once more.
+    let b = replica(&backend);
+    assert!(!b.begin_completion(&name, id, 0, None, &d, len).unwrap());
+    assert!(
+        a.begin_completion(&name, id, state.offset, None, &d, len)
+            .unwrap()
+    );
+    a.commit_upload(&name, id, &mut state, &d).unwrap();
+    drop(state);
+    assert_eq!(pull_blob(&a, &name, &d).unwrap(), data);
+
+    // The first try committed and failed to link; the retry links.
+    let data: &'static [u8] = b"committed, then the link failed";
+    let (d, len) = (Digest::sha256_of(data), Some(data.len() as u64));
+    let id = a.create_upload(&name, &owner, &limits).unwrap();
+    let mut state = a.lock_upload(&name, id).await.unwrap();
+    let known = state.known_digest();
+    assert!(
+        !a.begin_completion(&name, id, 0, known.as_ref(), &d, len)
+            .unwrap()
+    );
+    a.append_upload(&name, id, &mut state, body(data), len)
+        .await
+        .unwrap();
+    counted.refuse_links.store(true, Ordering::SeqCst);
+    assert!(a.commit_upload(&name, id, &mut state, &d).is_err());
+    counted.refuse_links.store(false, Ordering::SeqCst);
+    drop(state);
+    assert_eq!(a.stat_blob(&name, &d).unwrap(), None);
+    assert!(matches!(
+        a.lock_upload(&name, id).await,
+        Err(Error::UploadUnknown)
+    ));
+    // Another digest, or another repository's upload, proves nothing.
+    assert_eq!(a.finish_completed(&name, id, &other).unwrap(), None);
+    assert_eq!(a.finish_completed(&repo("r/other"), id, &d).unwrap(), None);
+    assert_eq!(
+        a.finish_completed(&name, id, &d).unwrap(),
+        Some(data.len() as u64)
+    );
+    assert_eq!(pull_blob(&a, &name, &d).unwrap(), data);
+    let dir = super::paths::upload_dir(&name, id);
+    assert!(backend.stat_prefix(&dir).unwrap().is_none(), "upload left");
+
+    // The first try, on a replica that did not know the hash, set the
+    // data aside to check it and failed to move it in: the retry checks
+    // and moves it, and links.
+    let data: &'static [u8] = b"set aside, then the move failed";
+    let (d, len) = (Digest::sha256_of(data), Some(data.len() as u64));
+    let id = a.create_upload(&name, &owner, &limits).unwrap();
+    let c = Arc::new(Storage::new(counted.clone()));
+    let mut state = c.lock_upload(&name, id).await.unwrap();
+    assert_eq!(state.known_digest(), None);
+    assert!(!c.begin_completion(&name, id, 0, None, &d, len).unwrap());
+    c.append_upload(&name, id, &mut state, body(data), len)
+        .await
+        .unwrap();
+    counted.refuse_renames.store(true, Ordering::SeqCst);
+    assert!(c.commit_upload(&name, id, &mut state, &d).is_err());
+    counted.refuse_renames.store(false, Ordering::SeqCst);
+    drop(state);
+    assert!(matches!(
+        a.lock_upload(&name, id).await,
+        Err(Error::UploadUnknown)
+    ));
+    assert_eq!(
+        a.finish_completed(&name, id, &d).unwrap(),
+        Some(data.len() as u64)
+    );
+    assert_eq!(pull_blob(&a, &name, &d).unwrap(), data);
+
+    // A cancelled upload's record is gone with it.
+    let id = a.create_upload(&name, &owner, &limits).unwrap();
+    assert!(!a.begin_completion(&name, id, 0, None, &d, Some(0)).unwrap());
+    assert!(a.cancel_upload(&name, id).unwrap());
+    assert_eq!(a.finish_completed(&name, id, &d).unwrap(), None);
 }

@@ -201,7 +201,7 @@ impl Storage {
         Ok(())
     }
 
-    fn upload_ids(&self, name: &RepoName) -> Result<Vec<Uuid>> {
+    pub(super) fn upload_ids(&self, name: &RepoName) -> Result<Vec<Uuid>> {
         Ok(self
             .backend
             .list(&paths::uploads_dir(name))

@@ -11,6 +11,26 @@
 //!
 //! Request bodies arrive as plain byte streams; the route adapts the HTTP
 //! body.
+//!
+//! # Retried completions
+//!
+//! A completion (`PUT ?digest=`) may be sent again after its first try
+//! did its work but its answer was lost: a proxy such as nginx retries an
+//! idempotent PUT on another replica when the first one dies mid-request.
+//! Before it writes anything, a completion records what it sets out to do
+//! (`completing`: digest, offset of its body, length). A retry then finds
+//! - the upload holding that very body (the first try appended it and
+//!   died before its commit): it is not appended twice
+//!   ([`Storage::begin_completion`] says so), and the commit checks the
+//!   digest by reading the data back, as for any upload of unknown hash;
+//! - the upload's data gone with the record still there (the first try
+//!   committed and died before linking): the blob is linked
+//!   ([`Storage::finish_completed`]); data the first try set aside to
+//!   check its digest (`committed`) is checked and moved in first. The
+//!   data leaves an upload only by a commit that verified the digest, by
+//!   one to `committed`, or by a removal that deletes the record first
+//!   (cancel, purge, a repository's deletion), so a record without either
+//!   proves the commit.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -27,6 +47,14 @@ use super::upload_limits::{OpenUploads, UploadOwner};
 use super::{Error, Result, Storage, paths};
 use crate::config::UploadLimits;
 use crate::oci::{Digest, DigestAlgorithm, Hasher, RepoName};
+
+/// The record of a completion in progress (`completing`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Completing {
+    digest: Digest,
+    offset: u64,
+    length: Option<u64>,
+}
 
 /// What the process knows about an upload in progress.
 #[derive(Debug)]
@@ -84,6 +112,12 @@ impl UploadState {
             offset: 0,
             hasher: None,
         }
+    }
+
+    /// The sha256 digest of the upload's bytes so far, when this process
+    /// saw every one of them.
+    pub fn known_digest(&self) -> Option<Digest> {
+        self.hasher.clone().map(Hasher::finish)
     }
 
     /// Stops hashing on the way: appends then only write, and the commit
@@ -299,38 +333,152 @@ impl Storage {
             // The hash is not known here (another process wrote the data,
             // or another algorithm): the data is committed to a place of
             // its own, read back, and moved in only when it matches.
-            let committed = paths::upload_committed(name, id);
-            writer.commit(&committed).context("completing an upload")?;
-            let actual = self
-                .hash_object(&committed, expected.algorithm())?
-                .ok_or(Error::UploadUnknown)?;
-            if &actual != expected {
-                return self.refuse_upload(name, id, expected, actual);
-            }
-            self.backend
-                .rename(
-                    &committed,
-                    &blob,
-                    &paths::upload_dir(name, id),
-                    Durability::Durable,
-                )
+            writer
+                .commit(&paths::upload_committed(name, id))
                 .context("completing an upload")?;
+            self.check_committed(name, id, expected)?;
         }
         self.link_blob(name, expected)?;
-        // The blob is in and linked: the upload is complete, whatever
-        // becomes of its leftovers. Failing here would tell the client to
-        // retry a completion whose upload may be half gone; what stays is
-        // removed by the purge of old uploads.
-        if let Err(e) = self.forget_upload(name, id) {
+        self.forget_completed(name, id);
+        Ok(())
+    }
+
+    /// Hashes an upload's data committed to its place of its own
+    /// (`committed`) and moves it into the blob store when it is
+    /// `expected`; otherwise discards the upload.
+    fn check_committed(&self, name: &RepoName, id: Uuid, expected: &Digest) -> Result<()> {
+        let committed = paths::upload_committed(name, id);
+        let actual = self
+            .hash_object(&committed, expected.algorithm())?
+            .ok_or(Error::UploadUnknown)?;
+        if &actual != expected {
+            return self.refuse_upload(name, id, expected, actual);
+        }
+        self.backend
+            .rename(
+                &committed,
+                &paths::blob_data(expected),
+                &paths::upload_dir(name, id),
+                Durability::Durable,
+            )
+            .context("completing an upload")
+    }
+
+    /// Records that a completion of the upload as `expected` starts, its
+    /// body of `length` bytes (when known) to go at `offset`, the size
+    /// the upload has now. Returns `true` when the upload already holds
+    /// that very body: the record of an earlier try of this completion
+    /// says so, the upload is `length` bytes longer than where that try
+    /// started, and `known` (the digest of the upload's bytes, when this
+    /// process saw them all) is `expected` or not known. The body must
+    /// then not be appended again.
+    pub fn begin_completion(
+        &self,
+        name: &RepoName,
+        id: Uuid,
+        offset: u64,
+        known: Option<&Digest>,
+        expected: &Digest,
+        length: Option<u64>,
+    ) -> Result<bool> {
+        let path = paths::upload_completing(name, id);
+        // Only then is a record read: an upload whose bytes this process
+        // hashed to something else is being completed for the first time.
+        if known.is_none_or(|k| k == expected) && length.is_some_and(|l| l > 0) {
+            let earlier = self.completing(name, id)?;
+            if earlier.is_some_and(|c| {
+                &c.digest == expected
+                    && c.length == length
+                    && c.offset.checked_add(c.length.unwrap_or(0)) == Some(offset)
+            }) {
+                return Ok(true);
+            }
+        }
+        let record = Completing {
+            digest: expected.clone(),
+            offset,
+            length,
+        };
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|e| Error::Io(format!("encoding an upload's completion: {e}")))?;
+        self.backend
+            .put(&path, &bytes, Durability::Scratch)
+            .context("completing an upload")?;
+        Ok(false)
+    }
+
+    /// Finishes a completion as `expected` whose upload is gone: when a
+    /// try of it committed the data and died before linking the blob (see
+    /// the module's comment), links it and returns its size; otherwise
+    /// `None`.
+    pub fn finish_completed(
+        &self,
+        name: &RepoName,
+        id: Uuid,
+        expected: &Digest,
+    ) -> Result<Option<u64>> {
+        if self
+            .completing(name, id)?
+            .is_none_or(|c| &c.digest != expected)
+        {
+            return Ok(None);
+        }
+        let stat = |path: std::path::PathBuf| {
+            self.backend
+                .stat(&path)
+                .context("reading an upload")
+                .map(|m| m.map(|m| m.size))
+        };
+        // The data still there is an upload in progress.
+        if stat(paths::upload_data(name, id))?.is_some() {
+            return Ok(None);
+        }
+        // Data set aside for a read-back check (its hash was not known)
+        // whose check was cut short: the check is made now.
+        if stat(paths::upload_committed(name, id))?.is_some() {
+            self.check_committed(name, id, expected)?;
+        }
+        let Some(size) = stat(paths::blob_data(expected))? else {
+            return Ok(None);
+        };
+        self.link_blob(name, expected)?;
+        self.forget_completed(name, id);
+        Ok(Some(size))
+    }
+
+    fn completing(&self, name: &RepoName, id: Uuid) -> Result<Option<Completing>> {
+        let Some(bytes) = self
+            .backend
+            .get(&paths::upload_completing(name, id))
+            .context("reading an upload")?
+        else {
+            return Ok(None);
+        };
+        // Unreadable (torn by no backend, but written by another version):
+        // as if absent, which only forgoes the retry's shortcut.
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    /// Removes a completed upload. The blob is in and linked: the upload
+    /// is complete whatever becomes of its remains, so a failure is logged
+    /// (what stays goes with the purge of old uploads) and its session is
+    /// freed all the same. Its completion record goes with the rest, after
+    /// the data, which proves the commit meanwhile.
+    fn forget_completed(&self, name: &RepoName, id: Uuid) {
+        self.uploads.states.invalidate(&(name.clone(), id));
+        let removed = self
+            .backend
+            .delete_prefix(&paths::upload_dir(name, id), &paths::uploads_dir(name))
+            .context("removing an upload");
+        self.uploads.open.release(id);
+        if let Err(e) = removed {
             tracing::warn!(
                 repository = %name,
                 upload = %id,
                 error = %e,
                 "a completed upload's objects were not all removed; the purge of old uploads will"
             );
-            self.uploads.open.release(id);
         }
-        Ok(())
     }
 
     fn refuse_upload(
@@ -401,8 +549,15 @@ impl Storage {
         stop: &std::path::Path,
     ) -> Result<()> {
         self.uploads.states.invalidate(&(name.clone(), id));
+        let dir = paths::upload_dir(name, id);
+        // The completion record first: left without the data (a removal
+        // cut short), it would pass for a commit (see the module's
+        // comment).
         self.backend
-            .delete_prefix(&paths::upload_dir(name, id), stop)
+            .delete(&paths::upload_completing(name, id), &dir)
+            .context("removing an upload")?;
+        self.backend
+            .delete_prefix(&dir, stop)
             .context("removing an upload")?;
         Ok(())
     }
