@@ -268,19 +268,20 @@ async fn a_completion_retried_after_its_first_try_died_is_created() {
     // Died after appending its body, before committing.
     let loc = app.start_upload("r").await;
     let (digest, _) = begin_and_append(id_of(&loc), b"appended once").await;
-    let put = format!("{loc}?digest={digest}");
     // A proxy resends the request as it came, Content-Length included.
-    let retried = app
-        .request(
-            Method::PUT,
-            &put,
-            &[("content-length", "13")],
-            "appended once",
-        )
-        .await;
-    assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
-    let got = app.get(&format!("/v2/r/blobs/{digest}")).await;
-    assert_eq!(got.body, b"appended once");
+    let retry_is_created = |loc: String, digest: Digest, body: &'static str| {
+        let app = &app;
+        async move {
+            let put = format!("{loc}?digest={digest}");
+            let length = body.len().to_string();
+            let headers = [("content-length", length.as_str())];
+            let retried = app.request(Method::PUT, &put, &headers, body).await;
+            assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
+            let got = app.get(&format!("/v2/r/blobs/{digest}")).await;
+            assert_eq!(got.body, body.as_bytes());
+        }
+    };
+    retry_is_created(loc, digest, "appended once").await;
 
     // Died after committing, before linking: its record, no data, the
     // blob stored, no link.
@@ -295,18 +296,7 @@ async fn a_completion_retried_after_its_first_try_died_is_created() {
     app.get(&format!("/v2/r/blobs/{digest}"))
         .await
         .assert_error(404, "BLOB_UNKNOWN");
-    let put = format!("{loc}?digest={digest}");
-    let retried = app
-        .request(
-            Method::PUT,
-            &put,
-            &[("content-length", "21")],
-            "committed, not linked",
-        )
-        .await;
-    assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
-    let got = app.get(&format!("/v2/r/blobs/{digest}")).await;
-    assert_eq!(got.body, b"committed, not linked");
+    retry_is_created(loc, digest, "committed, not linked").await;
 
     // A record whose upload was cancelled proves nothing: the blob, in
     // another repository, is not linked here.

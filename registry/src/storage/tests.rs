@@ -738,6 +738,27 @@ async fn a_completed_upload_stays_complete_when_its_leftovers_cannot_be_removed(
     assert!(next.is_ok(), "{next:?}");
 }
 
+/// A completion's first steps as a replica takes them: records that it
+/// begins (which must not pass for a retry) and appends its body. Returns
+/// the upload's state, held.
+async fn begin_and_append(
+    s: &Arc<Storage>,
+    name: &RepoName,
+    id: uuid::Uuid,
+    data: &'static [u8],
+) -> tokio::sync::OwnedMutexGuard<super::UploadState> {
+    let (d, len) = (Digest::sha256_of(data), Some(data.len() as u64));
+    let mut state = s.lock_upload(name, id).await.unwrap();
+    let known = state.known_digest();
+    let replay = s.begin_completion(name, id, state.offset, known.as_ref(), &d, len);
+    assert!(!replay.unwrap(), "a first try is no replay");
+    let body = stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(data))]);
+    s.append_upload(name, id, &mut state, body, len)
+        .await
+        .unwrap();
+    state
+}
+
 /// A completion tried again after its first try failed midway (here: its
 /// replica died after appending the body; then one failed to link the
 /// blob it had committed) finishes from where that try stopped, on any
@@ -748,26 +769,13 @@ async fn a_retried_completion_finds_its_body_or_its_commit(backend: Arc<dyn Back
     let name = repo("r/retried");
     let limits = UploadLimits::default();
     let owner = UploadOwner::user("t");
-    let body = |data: &'static [u8]| {
-        stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(data))])
-    };
 
     // Replica b appended the body and died; a gets the retry.
     let data: &'static [u8] = b"appended by a replica that died";
     let (d, len) = (Digest::sha256_of(data), Some(data.len() as u64));
     let b = replica(&backend);
     let id = b.create_upload(&name, &owner, &limits).unwrap();
-    {
-        let mut state = b.lock_upload(&name, id).await.unwrap();
-        let known = state.known_digest();
-        assert!(
-            !b.begin_completion(&name, id, 0, known.as_ref(), &d, len)
-                .unwrap()
-        );
-        b.append_upload(&name, id, &mut state, body(data), len)
-            .await
-            .unwrap();
-    }
+    drop(begin_and_append(&b, &name, id, data).await);
     drop(b);
     let mut state = a.lock_upload(&name, id).await.unwrap();
     assert_eq!(state.offset, data.len() as u64);
@@ -794,17 +802,9 @@ async fn a_retried_completion_finds_its_body_or_its_commit(backend: Arc<dyn Back
 
     // The first try committed and failed to link; the retry links.
     let data: &'static [u8] = b"committed, then the link failed";
-    let (d, len) = (Digest::sha256_of(data), Some(data.len() as u64));
+    let d = Digest::sha256_of(data);
     let id = a.create_upload(&name, &owner, &limits).unwrap();
-    let mut state = a.lock_upload(&name, id).await.unwrap();
-    let known = state.known_digest();
-    assert!(
-        !a.begin_completion(&name, id, 0, known.as_ref(), &d, len)
-            .unwrap()
-    );
-    a.append_upload(&name, id, &mut state, body(data), len)
-        .await
-        .unwrap();
+    let mut state = begin_and_append(&a, &name, id, data).await;
     counted.refuse_links.store(true, Ordering::SeqCst);
     assert!(a.commit_upload(&name, id, &mut state, &d).is_err());
     counted.refuse_links.store(false, Ordering::SeqCst);
@@ -829,15 +829,11 @@ async fn a_retried_completion_finds_its_body_or_its_commit(backend: Arc<dyn Back
     // data aside to check it and failed to move it in: the retry checks
     // and moves it, and links.
     let data: &'static [u8] = b"set aside, then the move failed";
-    let (d, len) = (Digest::sha256_of(data), Some(data.len() as u64));
+    let d = Digest::sha256_of(data);
     let id = a.create_upload(&name, &owner, &limits).unwrap();
     let c = Arc::new(Storage::new(counted.clone()));
-    let mut state = c.lock_upload(&name, id).await.unwrap();
+    let mut state = begin_and_append(&c, &name, id, data).await;
     assert_eq!(state.known_digest(), None);
-    assert!(!c.begin_completion(&name, id, 0, None, &d, len).unwrap());
-    c.append_upload(&name, id, &mut state, body(data), len)
-        .await
-        .unwrap();
     counted.refuse_renames.store(true, Ordering::SeqCst);
     assert!(c.commit_upload(&name, id, &mut state, &d).is_err());
     counted.refuse_renames.store(false, Ordering::SeqCst);
