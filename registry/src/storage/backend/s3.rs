@@ -84,6 +84,11 @@ const TAIL_INFIX: &str = ".tail.";
 const BUSY_ATTEMPTS: u32 = 4;
 const BUSY_PAUSE: Duration = Duration::from_millis(100);
 
+/// The pause after busy try `attempt` (from 1) of a delete.
+fn busy_pause(attempt: u32) -> Duration {
+    BUSY_PAUSE * 4u32.pow(attempt.saturating_sub(1))
+}
+
 /// The `storage.s3` settings, named as distribution names them.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct S3Config {
@@ -409,7 +414,6 @@ impl S3Backend {
     /// object_store's retries never see: a busy server's is tried again
     /// here.
     async fn delete_key(store: &AmazonS3, key: &Key) -> Result<()> {
-        let mut pause = BUSY_PAUSE;
         let mut attempt = 1;
         loop {
             match store.delete(key).await {
@@ -419,8 +423,7 @@ impl S3Backend {
                 }
                 Err(e) => return Err(map_err(e, key.as_ref())),
             }
-            tokio::time::sleep(pause).await;
-            pause *= 4;
+            tokio::time::sleep(busy_pause(attempt)).await;
             attempt += 1;
         }
     }
@@ -908,7 +911,6 @@ impl Backend for S3Backend {
         let store = &self.store;
         self.block_on(async {
             let mut found = false;
-            let mut pause = BUSY_PAUSE;
             for round in 1..=BUSY_ATTEMPTS {
                 let mut keys: Vec<Key> = Vec::new();
                 let mut listing = store.list(Some(&pkey));
@@ -941,8 +943,7 @@ impl Backend for S3Backend {
                 }
                 let Some(e) = busy else { break };
                 tracing::debug!(prefix = %pkey, error = %e, "S3 is busy, deleting again");
-                tokio::time::sleep(pause).await;
-                pause *= 4;
+                tokio::time::sleep(busy_pause(round)).await;
             }
             Ok(found)
         })
@@ -1483,27 +1484,23 @@ impl Writer for S3Writer {
         // go (the completed upload, or a multipart upload started without a
         // part recorded; the tail; the record last, as it names the rest).
         let (store, key) = (self.store.clone(), self.key.clone());
-        let upload = self.record.upload_id.clone();
-        let completed = !self.record.parts.is_empty();
-        let old_tail = self.record.tail.take();
-        let rkey = S3Backend::with_suffix(&key, PARTS_SUFFIX);
-        self.records.known.invalidate(&rkey);
+        let mut remains = std::mem::take(&mut self.record);
+        let completed = !remains.parts.is_empty() && remains.upload_id.is_some();
+        if completed {
+            // Nothing to abort: the upload is the object at `key`.
+            remains.upload_id = None;
+        }
+        self.records
+            .known
+            .invalidate(&S3Backend::with_suffix(&key, PARTS_SUFFIX));
         self.block_on(S3Backend::tidy(
             "a committed upload's remains",
             &key,
             async {
-                match upload {
-                    Some(_) if completed => S3Backend::delete_key(&store, &key).await?,
-                    Some(id) => match store.abort_multipart(&key, &id).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(map_err(e, key.as_ref())),
-                    },
-                    None => {}
+                if completed {
+                    S3Backend::delete_key(&store, &key).await?;
                 }
-                if let Some(t) = old_tail {
-                    S3Backend::delete_key(&store, &S3Backend::with_suffix(&key, &t)).await?;
-                }
-                S3Backend::delete_key(&store, &rkey).await
+                S3Backend::discard(&store, &key, &remains).await
             },
         ));
         Ok(())
