@@ -768,7 +768,10 @@ async fn small_push(servers: &[Server], plan: &Plan, args: &Args) -> Row {
 }
 
 /// 1 GiB blob push (monolithic and chunked) and pull, `reps` times each with
-/// fresh content, servers alternating. With `engine` (the S3 runs), Garage
+/// fresh content, servers alternating. Every contender pushes bytes of its
+/// own: on S3 they all share one Garage, which writes a block it already
+/// holds only once, so a second push of the same bytes would be spared the
+/// disk writes the first one paid for. With `engine` (the S3 runs), Garage
 /// itself takes a turn in every repetition (PUT, parts, GET) and each
 /// registry's figure is also given as a share of it; the second value
 /// returned describes the engine's own figures.
@@ -791,21 +794,24 @@ async fn blobs(
     let size = plan.blob_size;
     let mono_file = run_dir.join("blob-mono.bin");
     let chunk_file = run_dir.join("blob-chunked.bin");
-    let settle = || {
-        if engine.is_some() {
-            sys::settle();
-        }
-    };
+    // Each push follows the writing of its own content: that goes to disk
+    // first, not during the timed push.
+    let settle = sys::settle;
+    // The content of contender `i`'s push of `kind` in repetition `rep`.
+    let seed = |kind: u64, rep: usize, i: usize| kind * 1_000 + (rep * contenders + i) as u64;
+    // Per contender: the digest of its monolithic push, for its pull.
+    let mut mono_digests = vec![String::new(); contenders];
     for rep in 0..plan.reps {
         eprintln!(
-            "bench: blob rep {}/{}: generating {} MiB",
+            "bench: blob rep {}/{}: {} MiB of new content for each push",
             rep + 1,
             plan.reps,
             size >> 20
         );
-        let mono_digest = data::blob_file(&mono_file, size, 1_000 + rep as u64)?;
         let repo = format!("bench/blob-{rep}");
         for i in order(contenders, rep) {
+            let mono_digest = data::blob_file(&mono_file, size, seed(1, rep, i))?;
+            mono_digests[i].clone_from(&mono_digest);
             settle();
             let t = Instant::now();
             let done = match (servers.get(i), engine) {
@@ -829,7 +835,7 @@ async fn blobs(
                 }
                 settle();
                 let got = match (servers.get(i), engine) {
-                    (Some(s), _) => s.client.pull_blob(&repo, &mono_digest).await,
+                    (Some(s), _) => s.client.pull_blob(&repo, &mono_digests[i]).await,
                     (None, Some(e)) => e.get().await.map(|secs| (size, secs)),
                     (None, None) => continue,
                 };
@@ -841,8 +847,8 @@ async fn blobs(
             }
         }
         if args.wants("push-chunked") {
-            let digest = data::blob_file(&chunk_file, size, 2_000 + rep as u64)?;
             for i in order(contenders, rep) {
+                let digest = data::blob_file(&chunk_file, size, seed(2, rep, i))?;
                 settle();
                 let t = Instant::now();
                 let done = match (servers.get(i), engine) {

@@ -131,7 +131,12 @@ impl Garage {
         );
         let mut cmd = Command::new(bin);
         cmd.arg("-c").arg(&config).arg("server");
-        cmd.env("RUST_LOG", "garage=warn");
+        // GARAGE_LOG sets Garage's own log filter, e.g.
+        // `garage_api_common=info` for a line per S3 request in its log.
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("GARAGE_LOG").unwrap_or_else(|_| "garage=warn".into()),
+        );
         let mut daemon = Daemon::spawn("garage", &cmd, &run.join("garage.log"));
         let cli = |args: &[&str]| {
             let mut c = Command::new(bin);
