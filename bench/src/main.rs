@@ -794,9 +794,6 @@ async fn blobs(
     let size = plan.blob_size;
     let mono_file = run_dir.join("blob-mono.bin");
     let chunk_file = run_dir.join("blob-chunked.bin");
-    // Each push follows the writing of its own content: that goes to disk
-    // first, not during the timed push.
-    let settle = sys::settle;
     // The content of contender `i`'s push of `kind` in repetition `rep`.
     let seed = |kind: u64, rep: usize, i: usize| kind * 1_000 + (rep * contenders + i) as u64;
     // Per contender: the digest of its monolithic push, for its pull.
@@ -812,7 +809,9 @@ async fn blobs(
         for i in order(contenders, rep) {
             let mono_digest = data::blob_file(&mono_file, size, seed(1, rep, i))?;
             mono_digests[i].clone_from(&mono_digest);
-            settle();
+            // Its own content reaches the disk before, not during, the
+            // timed push.
+            sys::settle();
             let t = Instant::now();
             let done = match (servers.get(i), engine) {
                 (Some(s), _) => s
@@ -833,7 +832,7 @@ async fn blobs(
                 if errors[i][MONO].is_some() {
                     continue;
                 }
-                settle();
+                sys::settle();
                 let got = match (servers.get(i), engine) {
                     (Some(s), _) => s.client.pull_blob(&repo, &mono_digests[i]).await,
                     (None, Some(e)) => e.get().await.map(|secs| (size, secs)),
@@ -849,7 +848,7 @@ async fn blobs(
         if args.wants("push-chunked") {
             for i in order(contenders, rep) {
                 let digest = data::blob_file(&chunk_file, size, seed(2, rep, i))?;
-                settle();
+                sys::settle();
                 let t = Instant::now();
                 let done = match (servers.get(i), engine) {
                     (Some(s), _) => s

@@ -183,11 +183,7 @@ async fn complete(
         }
         Err(e) => return Err(e.into()),
     };
-    // A body that is not a valid length is refused by `append`.
-    let length = req_headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let length = content_length(req_headers)?;
     let (n, d, offset, known) = (
         name.clone(),
         digest.clone(),
@@ -245,6 +241,24 @@ async fn already_completed(
     }
 }
 
+/// The request's Content-Length, if it has one (as text); `SIZE_INVALID`
+/// when it is not a number.
+fn content_length(req_headers: &HeaderMap) -> Result<Option<u64>> {
+    let Some(v) = req_headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let length = v.trim().parse::<u64>().map_err(|_| {
+        Error::new(
+            ErrorCode::SizeInvalid,
+            format!("invalid Content-Length {v:?}"),
+        )
+    })?;
+    Ok(Some(length))
+}
+
 /// Streams a request body into the upload, enforcing `Content-Range` (the
 /// chunk must start where the upload ends) and `Content-Length`.
 async fn append(
@@ -256,15 +270,7 @@ async fn append(
     body: Body,
 ) -> Result<()> {
     let header = |n: &str| req_headers.get(n).and_then(|v| v.to_str().ok());
-    let length = match header("content-length") {
-        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-            Error::new(
-                ErrorCode::SizeInvalid,
-                format!("invalid Content-Length {v:?}"),
-            )
-        })?),
-        None => None,
-    };
+    let length = content_length(req_headers)?;
     let mut expected = length;
     if let Some(range) = header("content-range") {
         let chunk = parse_content_range(range).map_err(|e| match e {

@@ -727,15 +727,8 @@ impl Storage {
             paths::layers_dir(name),
             paths::uploads_dir(name),
         ];
-        // Completion records first: one left without its upload's data by
-        // a deletion cut short would pass for a commit (see `uploads`).
         for id in self.upload_ids(name)? {
-            self.backend
-                .delete(
-                    &paths::upload_completing(name, id),
-                    &paths::upload_dir(name, id),
-                )
-                .context("deleting a repository")?;
+            self.delete_completion_record(name, id)?;
         }
         let mut existed = false;
         for dir in &dirs {

@@ -549,15 +549,23 @@ impl Storage {
         stop: &std::path::Path,
     ) -> Result<()> {
         self.uploads.states.invalidate(&(name.clone(), id));
-        let dir = paths::upload_dir(name, id);
-        // The completion record first: left without the data (a removal
-        // cut short), it would pass for a commit (see the module's
-        // comment).
+        self.delete_completion_record(name, id)?;
         self.backend
-            .delete(&paths::upload_completing(name, id), &dir)
+            .delete_prefix(&paths::upload_dir(name, id), stop)
             .context("removing an upload")?;
+        Ok(())
+    }
+
+    /// Deletes an upload's completion record, which every removal of an
+    /// upload must do before it touches the data: a record left without
+    /// the data (a removal cut short) would pass for a commit (see the
+    /// module's comment).
+    pub(super) fn delete_completion_record(&self, name: &RepoName, id: Uuid) -> Result<()> {
         self.backend
-            .delete_prefix(&dir, stop)
+            .delete(
+                &paths::upload_completing(name, id),
+                &paths::upload_dir(name, id),
+            )
             .context("removing an upload")?;
         Ok(())
     }
