@@ -21,11 +21,55 @@ use crate::process::{CommandExt, Daemon};
 
 /// A network namespace joined to ours by a veth pair; our end's address is
 /// [`PrivateNet::host_ip`]. Removed on drop.
+///
+/// A server can also run inside the namespace ([`PrivateNet::inside`]), at
+/// [`Inside::addr`]: its traffic with us then crosses the veth pair, like
+/// traffic with another host, and [`PrivateNet::limit_rate`] can make that
+/// link slower.
 pub struct PrivateNet {
     ip: PathBuf,
     namespace: String,
     link: String,
+    peer: String,
     host_ip: Ipv4Addr,
+    peer_ip: Ipv4Addr,
+}
+
+/// Where a command runs inside a [`PrivateNet`]: its namespace and its
+/// address there.
+#[derive(Debug, Clone)]
+pub struct Inside {
+    ip: PathBuf,
+    namespace: String,
+    addr: Ipv4Addr,
+}
+
+impl Inside {
+    /// The namespace end's address, where a server inside listens.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// `cmd` (program, arguments, environment and directory) run inside the
+    /// namespace by `ip netns exec`, which execs it: the process id is the
+    /// program's own.
+    pub fn wrap(&self, cmd: &Command) -> Command {
+        let mut wrapped = Command::new(&self.ip);
+        wrapped
+            .args(["netns", "exec", &self.namespace])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        wrapped
+    }
 }
 
 impl PrivateNet {
@@ -52,24 +96,26 @@ impl PrivateNet {
             ip,
             namespace,
             link,
+            peer,
             host_ip,
+            peer_ip,
         };
         let run = |args: &[&str]| {
             Command::new(&net.ip).args(args).ok();
         };
         run(&["netns", "add", &net.namespace]);
         run(&[
-            "link", "add", &net.link, "type", "veth", "peer", "name", &peer,
+            "link", "add", &net.link, "type", "veth", "peer", "name", &net.peer,
         ]);
-        run(&["link", "set", &peer, "netns", &net.namespace]);
+        run(&["link", "set", &net.peer, "netns", &net.namespace]);
         run(&["addr", "add", &format!("{host_ip}/30"), "dev", &net.link]);
         run(&["link", "set", &net.link, "up"]);
         let ns = ["netns", "exec", &net.namespace, "ip"];
         let in_ns = |args: &[&str]| {
             Command::new(&net.ip).args(ns).args(args).ok();
         };
-        in_ns(&["addr", "add", &format!("{peer_ip}/30"), "dev", &peer]);
-        in_ns(&["link", "set", &peer, "up"]);
+        in_ns(&["addr", "add", &format!("{peer_ip}/30"), "dev", &net.peer]);
+        in_ns(&["link", "set", &net.peer, "up"]);
         in_ns(&["link", "set", "lo", "up"]);
         net
     }
@@ -77,6 +123,33 @@ impl PrivateNet {
     /// Our end's address: a local, non-loopback address.
     pub fn host_ip(&self) -> Ipv4Addr {
         self.host_ip
+    }
+
+    /// How to run a command inside the namespace, at the other end of the
+    /// pair.
+    pub fn inside(&self) -> Inside {
+        Inside {
+            ip: self.ip.clone(),
+            namespace: self.namespace.clone(),
+            addr: self.peer_ip,
+        }
+    }
+
+    /// Limits what leaves the namespace towards us to `mbit` megabits per
+    /// second (a token bucket on the namespace's end of the pair, `tc`
+    /// from iproute2): a server inside then answers over a link of that
+    /// speed, as a registry across a network does.
+    pub fn limit_rate(&self, mbit: u32) {
+        let tc = require_tool("tc", "iproute2");
+        // The bucket holds at least one timer tick of traffic (a tick is
+        // 4 ms at most), or the link runs slower than asked.
+        let burst_kib = (mbit / 8 * 4).max(64);
+        let mut cmd = Command::new(&tc);
+        cmd.args(["qdisc", "replace", "dev", &self.peer, "root", "tbf"])
+            .args(["rate", &format!("{mbit}mbit")])
+            .args(["burst", &format!("{burst_kib}kb")])
+            .args(["latency", "50ms"]);
+        self.inside().wrap(&cmd).ok();
     }
 }
 

@@ -73,6 +73,8 @@ pub struct RegistryBuilder {
     extra_yaml: Vec<(String, Value)>,
     /// `storage.s3` instead of `storage.filesystem`.
     s3: Option<Value>,
+    /// Run inside a network namespace, listening on its address.
+    inside: Option<crate::proxy::Inside>,
 }
 
 impl Default for RegistryBuilder {
@@ -88,6 +90,7 @@ impl Default for RegistryBuilder {
             bin: None,
             extra_yaml: Vec::new(),
             s3: None,
+            inside: None,
         }
     }
 }
@@ -183,6 +186,31 @@ impl RegistryBuilder {
         self
     }
 
+    /// Run the server inside `net`'s namespace, listening on its address
+    /// there: it is reached across the namespace's link (which
+    /// [`PrivateNet::limit_rate`](crate::proxy::PrivateNet::limit_rate) may
+    /// slow down), like a registry on another host.
+    #[must_use]
+    pub fn inside(mut self, net: &crate::proxy::PrivateNet) -> Self {
+        self.inside = Some(net.inside());
+        self
+    }
+
+    /// The address the server listens on: 127.0.0.1, or the namespace's.
+    fn listen_ip(&self) -> std::net::Ipv4Addr {
+        self.inside
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, crate::proxy::Inside::addr)
+    }
+
+    /// `cmd`, inside the namespace when the server runs there.
+    fn placed(&self, cmd: Command) -> Command {
+        match &self.inside {
+            Some(inside) => inside.wrap(&cmd),
+            None => cmd,
+        }
+    }
+
     /// The YAML config for a server listening on `addr` storing in `root`.
     pub fn config_yaml(&self, addr: &str, root: &Path) -> String {
         let mut log = json!({ "level": self.log_level });
@@ -238,7 +266,8 @@ impl RegistryBuilder {
     }
 
     /// Starts our registry (or distribution when `E2E_REGISTRY_IMPL` says
-    /// so) on 127.0.0.1 port 0 and waits for its `listening on` line.
+    /// so) on 127.0.0.1 (or inside its namespace) port 0 and waits for its
+    /// `listening on` line.
     pub fn start(self) -> Registry {
         if requested_impl() == Impl::Distribution {
             return self.start_distribution();
@@ -250,11 +279,13 @@ impl RegistryBuilder {
         let dir = crate::temp_dir("registry");
         let root = self.root.clone().unwrap_or_else(|| dir.path().join("data"));
         let config_path = dir.path().join("config.yml");
-        crate::write(&config_path, self.config_yaml("127.0.0.1:0", &root));
+        let addr = format!("{}:0", self.listen_ip());
+        crate::write(&config_path, self.config_yaml(&addr, &root));
         let mut cmd = Command::new(&bin);
         cmd.arg("serve").arg("--config").arg(&config_path);
         clear_registry_env(&mut cmd);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let cmd = self.placed(cmd);
         let mut daemon = Daemon::spawn("registry", &cmd, &dir.path().join("registry.log"));
         let url = daemon.wait_listening(START_TIMEOUT);
         Registry {
@@ -280,7 +311,7 @@ impl RegistryBuilder {
         let mut last_error = String::new();
         for _attempt in 0..5 {
             let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
+            let addr = format!("{}:{port}", self.listen_ip());
             crate::write(&config_path, self.config_yaml(&addr, &root));
             let mut cmd = Command::new(&bin);
             cmd.arg("serve").arg(&config_path);
@@ -291,6 +322,7 @@ impl RegistryBuilder {
             // server speaks plain HTTP anyway.
             cmd.env_remove("AWS_CA_BUNDLE");
             cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+            let cmd = self.placed(cmd);
             let mut daemon = Daemon::spawn("distribution", &cmd, &log);
             let url = format!("http://{addr}");
             match wait_http(&mut daemon, &format!("{url}/v2/"), START_TIMEOUT) {
