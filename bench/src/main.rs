@@ -382,7 +382,7 @@ async fn run(args: &Args, plan: &Plan, workdir: &Path, run_dir: &Path) -> Result
         rows.extend(gc::rows(plan.gc, &ours_bin, run_dir, garage.as_ref()).await?);
     }
     if args.wants("mirror") {
-        rows.push(mirror::row(args, plan, run_dir).await?);
+        rows.extend(mirror::rows(args, plan, run_dir).await?);
     }
     if args.wants("token-manifest") || args.wants("token-pull") {
         rows.extend(token::rows(&servers, plan, args, run_dir).await?);
