@@ -536,7 +536,11 @@ impl Fetch {
         let mut upload = storage.lock_upload(&self.name, id).await?;
         let hashed_on_the_way = size.is_some_and(|s| s <= INLINE_HASH_MAX);
         if !hashed_on_the_way {
+            // The client has the last bytes before the commit, so the
+            // commit's hashing and syncing follow its transfer instead of
+            // slowing it down.
             upload.clear_hash();
+            upload.defer_writeback();
         }
         let client = tx.clone();
         let body = resp.bytes_stream().then(move |item| {

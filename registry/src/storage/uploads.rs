@@ -64,6 +64,8 @@ pub struct UploadState {
     /// sha256 of those bytes, when every one of them went through this
     /// process; `None` after a restart or a failure.
     hasher: Option<Hasher>,
+    /// Appends leave writeback to the commit ([`Writer::defer_writeback`](super::backend::Writer::defer_writeback)).
+    deferred_writeback: bool,
 }
 
 type Key = (RepoName, Uuid);
@@ -111,6 +113,7 @@ impl UploadState {
         UploadState {
             offset: 0,
             hasher: None,
+            deferred_writeback: false,
         }
     }
 
@@ -124,6 +127,14 @@ impl UploadState {
     /// hashes the data by reading it back (as after a restart).
     pub fn clear_hash(&mut self) {
         self.hasher = None;
+    }
+
+    /// Appends then leave writing to the disk to the commit's sync (see
+    /// [`Writer::defer_writeback`](super::backend::Writer::defer_writeback)): for an upload whose client does not
+    /// wait for the commit, such as a blob the mirror streams to its
+    /// client while storing it.
+    pub fn defer_writeback(&mut self) {
+        self.deferred_writeback = true;
     }
 }
 
@@ -159,6 +170,7 @@ impl Storage {
             Arc::new(Mutex::new(UploadState {
                 offset: 0,
                 hasher: Some(Hasher::new(DigestAlgorithm::Sha256)),
+                deferred_writeback: false,
             })),
         );
         Ok(id)
@@ -191,6 +203,7 @@ impl Storage {
             *guard = UploadState {
                 offset: meta.size,
                 hasher: None,
+                deferred_writeback: false,
             };
         }
         Ok(guard)
@@ -221,11 +234,15 @@ impl Storage {
         // The writer keeps or drops the bytes as the body ends: `true` to
         // keep them.
         let (keep_tx, keep_rx) = tokio::sync::oneshot::channel::<bool>();
+        let deferred = state.deferred_writeback;
         let writer = tokio::task::spawn_blocking(move || -> Result<()> {
             let mut out = this
                 .backend
                 .writer(&data, WriteMode::Resume { size: start })
                 .context("writing an upload")?;
+            if deferred {
+                out.defer_writeback();
+            }
             while let Some(pieces) = rx.blocking_recv() {
                 out.write_pieces(pieces).context("writing an upload")?;
             }

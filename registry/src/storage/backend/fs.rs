@@ -273,7 +273,8 @@ fn temp_sibling(path: &Path) -> PathBuf {
 /// kernel writing it back as it goes, so that the fsync at commit of a
 /// large upload has little left to do and the disk is busy while the
 /// network is (instead of one long flush at the end, with gigabytes of
-/// dirty pages in between).
+/// dirty pages in between); unless the client does not wait for the
+/// commit ([`Writer::defer_writeback`]).
 #[derive(Debug)]
 struct FsWriter {
     file: File,
@@ -284,6 +285,8 @@ struct FsWriter {
     start: u64,
     /// File offset up to which writeback has been started.
     kicked: u64,
+    /// Writeback is left to the commit's sync ([`Writer::defer_writeback`]).
+    deferred: bool,
     /// Current end of the file.
     end: u64,
     /// Closed, aborted or committed: nothing left to undo on drop.
@@ -297,6 +300,9 @@ const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
 impl FsWriter {
     fn kick_writeback(&mut self) {
+        if self.deferred {
+            return;
+        }
         while self.end - self.kicked >= WRITEBACK_WINDOW {
             let start = self.kicked;
             start_writeback(&self.file, start, WRITEBACK_WINDOW, false);
@@ -346,6 +352,10 @@ impl FsWriter {
 impl Writer for FsWriter {
     fn size(&self) -> u64 {
         self.end
+    }
+
+    fn defer_writeback(&mut self) {
+        self.deferred = true;
     }
 
     fn write(&mut self, data: Bytes) -> Result<()> {
@@ -697,6 +707,7 @@ impl Backend for FsBackend {
             path: abs,
             start,
             kicked: start,
+            deferred: false,
             end: start,
             finished: false,
             torn: false,

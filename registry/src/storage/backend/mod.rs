@@ -265,6 +265,14 @@ pub trait Writer: Send {
     /// Appends bytes.
     fn write(&mut self, data: Bytes) -> Result<()>;
 
+    /// Leaves writing the bytes to the disk to the commit's sync, instead
+    /// of starting it every few MiB as they come (what the filesystem does
+    /// by default, so that a commit the client waits for is short). For
+    /// writes whose client does not wait for the commit: the disk work
+    /// then follows the transfer instead of competing with it. Backends
+    /// that write nothing locally ignore it.
+    fn defer_writeback(&mut self) {}
+
     /// Appends several pieces, in order (the filesystem: one system call,
     /// no copy to join them).
     fn write_pieces(&mut self, pieces: Vec<Bytes>) -> Result<()> {
