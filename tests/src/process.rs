@@ -333,13 +333,25 @@ fn copy_stdout(stdout: impl Read, mut log: File, tx: &mpsc::Sender<String>) {
 /// A copy of `cmd` run under `setpriv --pdeathsig TERM` where available, so
 /// that the child gets SIGTERM when the thread that spawned it dies.
 fn with_parent_death_signal(cmd: &Command) -> Command {
-    let mut out = if have_setpriv() {
-        let mut c = Command::new("setpriv");
-        c.args(["--pdeathsig", "TERM", "--"]).arg(cmd.get_program());
-        c
+    if have_setpriv() {
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args(["--pdeathsig", "TERM", "--"]);
+        launched_by(setpriv, cmd)
     } else {
-        Command::new(cmd.get_program())
-    };
+        with_settings_of(Command::new(cmd.get_program()), cmd)
+    }
+}
+
+/// `cmd` run by `launcher`, a program (with its own arguments) that execs
+/// the rest of its command line: `launcher… program args…`, with `cmd`'s
+/// environment and directory.
+pub fn launched_by(mut launcher: Command, cmd: &Command) -> Command {
+    launcher.arg(cmd.get_program());
+    with_settings_of(launcher, cmd)
+}
+
+/// `out` given `cmd`'s arguments, environment and directory.
+fn with_settings_of(mut out: Command, cmd: &Command) -> Command {
     out.args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {

@@ -54,21 +54,9 @@ impl Inside {
     /// namespace by `ip netns exec`, which execs it: the process id is the
     /// program's own.
     pub fn wrap(&self, cmd: &Command) -> Command {
-        let mut wrapped = Command::new(&self.ip);
-        wrapped
-            .args(["netns", "exec", &self.namespace])
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
-        for (key, value) in cmd.get_envs() {
-            match value {
-                Some(value) => wrapped.env(key, value),
-                None => wrapped.env_remove(key),
-            };
-        }
-        if let Some(dir) = cmd.get_current_dir() {
-            wrapped.current_dir(dir);
-        }
-        wrapped
+        let mut netns = Command::new(&self.ip);
+        netns.args(["netns", "exec", &self.namespace]);
+        crate::process::launched_by(netns, cmd)
     }
 }
 
