@@ -74,34 +74,47 @@ impl Running {
     }
 }
 
-/// Both rows.
+/// Both rows. The layer is generated and pushed once; each row's upstream
+/// serves it from the same root.
 pub async fn rows(args: &Args, plan: &Plan, run_dir: &Path) -> Result<Vec<Row>> {
+    let root = run_dir.join("mirror-upstream");
+    let file = run_dir.join("mirror-layer.bin");
+    let digest = data::blob_file(&file, plan.blob_size, 15)?;
+    let seeding = registry_builder(&root).start_distribution();
+    RegistryClient::new(seeding.url())?
+        .push_blob_monolithic(REPO, &file, &digest)
+        .await?;
+    drop(seeding);
+    let _ = std::fs::remove_file(&file);
     Ok(vec![
-        row(args, plan, run_dir, None).await?,
-        row(args, plan, run_dir, Some(LINK_MBIT)).await?,
+        row(args, plan, run_dir, &root, &digest, None).await?,
+        row(args, plan, run_dir, &root, &digest, Some(LINK_MBIT)).await?,
     ])
 }
 
 /// One row: the uncached pull's rate through each mirror, with the direct
-/// pull's beside it; the upstream on 127.0.0.1 (`link` `None`) or behind a
-/// link of `link` Mbit/s.
-async fn row(args: &Args, plan: &Plan, run_dir: &Path, link: Option<u32>) -> Result<Row> {
+/// pull's beside it; the upstream (serving `root`, which holds the layer)
+/// on 127.0.0.1 (`link` `None`) or behind a link of `link` Mbit/s.
+async fn row(
+    args: &Args,
+    plan: &Plan,
+    run_dir: &Path,
+    root: &Path,
+    digest: &str,
+    link: Option<u32>,
+) -> Result<Row> {
     let net = link.map(|mbit| {
         let net = PrivateNet::create();
         net.limit_rate(mbit);
         net
     });
     let tag = link.map_or("loopback".to_owned(), |m| format!("link-{m}"));
-    let mut builder = registry_builder(&run_dir.join(format!("mirror-upstream-{tag}")));
+    let mut builder = registry_builder(root);
     if let Some(net) = &net {
         builder = builder.inside(net);
     }
     let upstream = builder.start_distribution();
     let up = RegistryClient::new(upstream.url())?;
-    let file = run_dir.join("mirror-layer.bin");
-    let digest = data::blob_file(&file, plan.blob_size, 15)?;
-    up.push_blob_monolithic(REPO, &file, &digest).await?;
-    let _ = std::fs::remove_file(&file);
     eprintln!(
         "bench: mirror: {} MiB layer in the upstream at {} ({tag})",
         plan.blob_size >> 20,
@@ -130,7 +143,7 @@ async fn row(args: &Args, plan: &Plan, run_dir: &Path, link: Option<u32>) -> Res
     let mut cpu: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); mirrors.len()];
     for rep in 0..plan.reps.max(1) {
         let before = cpu_seconds(upstream.pid())?;
-        let (bytes, secs) = up.pull_blob(REPO, &digest).await?;
+        let (bytes, secs) = up.pull_blob(REPO, digest).await?;
         ensure!(bytes == plan.blob_size, "direct pull: {bytes} bytes");
         direct.push(bytes as f64 / secs);
         direct_cpu.push(cpu_seconds(upstream.pid())? - before);
@@ -139,7 +152,7 @@ async fn row(args: &Args, plan: &Plan, run_dir: &Path, link: Option<u32>) -> Res
             let (mut mirror, url) = start_mirror(args, mirrors[i], &root, upstream.url());
             let client = RegistryClient::new(&url)?;
             let before = (cpu_seconds(upstream.pid())?, mirror.cpu()?);
-            let (bytes, secs) = client.pull_blob(REPO, &digest).await?;
+            let (bytes, secs) = client.pull_blob(REPO, digest).await?;
             cpu[i].0.push(cpu_seconds(upstream.pid())? - before.0);
             cpu[i].1.push(mirror.cpu()? - before.1);
             ensure!(
